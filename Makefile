@@ -1,0 +1,17 @@
+# The two set-up commands of the README. Both build (or reuse) the environment keyed on the dependency pins.
+.PHONY: run test lint viz mlflow-ui
+
+run:  ## install, then run the default pipeline (ingest -> synthesize -> train -> evaluate) on the embedded data
+	bash scripts/run.sh
+
+test:  ## install, then lint and run the whole test suite
+	bash scripts/test.sh
+
+lint:
+	"$$(bash scripts/setup_env.sh)/bin/ruff" check src tests benchmarks
+
+viz:  ## static kedro-viz export into build/viz (open build/viz/index.html)
+	"$$(bash scripts/setup_env.sh)/bin/kedro" viz build --include-hooks
+
+mlflow-ui:  ## the MLflow UI on http://127.0.0.1:5000 (localhost only)
+	"$$(bash scripts/setup_env.sh)/bin/mlflow" ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -15,7 +15,14 @@ from unified_anomaly.data.errors import DataProblem
 from unified_anomaly.data.images import check_file, load_image, load_mask
 from unified_anomaly.data.layouts import detect_layout, read_layout
 from unified_anomaly.data.manifest import ANOMALY, normalise_manifest
-from unified_anomaly.data.splits import SplitRule, assign_class_ids, check_splits, class_lists, split_by_file, split_by_rule
+from unified_anomaly.data.splits import (
+    SplitRule,
+    assign_class_ids,
+    check_splits,
+    class_lists,
+    split_by_file,
+    split_by_rule,
+)
 from unified_anomaly.data.store import ImageStream
 
 logger = logging.getLogger(__name__)

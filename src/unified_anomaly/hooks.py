@@ -74,7 +74,7 @@ class ProjectHooks:
         globals_ = self._context.config_loader["globals"] if self._context is not None else {}
         self._tags = {
             "dataset": str(globals_.get("dataset", "")),
-            "kedro_pipeline": str(run_params.get("pipeline_name") or "__default__"),
+            "kedro_pipeline": ",".join(run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]),
             "kedro_env": str(run_params.get("env") or "local"),
             "kedro_session_id": str(run_params.get("run_id") or run_params.get("session_id") or ""),
             "mlflow.source.git.commit": commit,

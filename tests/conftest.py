@@ -132,3 +132,22 @@ def run_kedro(project: Path, *args: str, check: bool = True):
     if check and result.returncode != 0:
         raise AssertionError(f"kedro {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow(tmp_path, monkeypatch):
+    """Each test gets its own (lazily created) tracking store and no experiment or run left by another."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for variable in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(variable, raising=False)  # mlflow sets these for subprocesses; restored after
+    yield
+    import sys
+
+    if "mlflow" in sys.modules:
+        import mlflow
+        from mlflow.tracking import fluent
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        fluent._active_experiment_id = None
+        mlflow.set_tracking_uri(None)  # back to the environment variable, which monkeypatch restores

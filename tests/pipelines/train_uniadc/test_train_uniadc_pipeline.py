@@ -1,0 +1,129 @@
+"""train_uniadc on tiny in-memory stores: K-shot selection, a trained bundle that reloads, no test data used."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from unified_anomaly.data.manifest import MANIFEST_COLUMNS, normalise_manifest
+from unified_anomaly.data.store import ImageStore
+from unified_anomaly.models.bundle import load_bundle, save_bundle
+from unified_anomaly.pipelines.train_uniadc import create_pipeline
+from unified_anomaly.pipelines.train_uniadc.nodes import select_training_data, synthetic_class_map
+
+SIZE = 32
+CLASSES = {"tile": ["good", "crack", "hole"], "cloth": ["good", "stain"]}
+
+
+def _row(category, split, rank, label, defect, class_id):
+    return {"dataset": "toy", "category": category, "split": split, "rank": rank, "label": label,
+            "defect_type": defect, "class_id": class_id, "image_path": f"/x/{category}/{split}/{defect}/{rank}.png",
+            "mask_path": "", "width": SIZE, "height": SIZE}
+
+
+def _store(rows: list[dict], seed: int, class_names=CLASSES) -> ImageStore:
+    manifest = normalise_manifest(pd.DataFrame(rows, columns=MANIFEST_COLUMNS))
+    rng = np.random.default_rng(seed)
+    n = len(manifest)
+    images = rng.integers(100, 140, (n, SIZE, SIZE, 3)).astype(np.uint8)
+    masks = np.zeros((n, SIZE, SIZE), np.uint8)
+    for i, row in manifest.iterrows():
+        if row["class_id"]:
+            y, x = rng.integers(2, SIZE - 10, 2)
+            masks[i, y : y + 8, x : x + 8] = row["class_id"]
+            images[i, y : y + 8, x : x + 8] = 240 if row["class_id"] == 1 else 10
+    return ImageStore(manifest, images, masks, {k: list(v) for k, v in class_names.items()}, SIZE, "toy")
+
+
+@pytest.fixture()
+def stores():
+    rows = []
+    for category, names in CLASSES.items():
+        rows += [_row(category, "train", r, "normal", "good", 0) for r in range(4)]
+        rows += [_row(category, "val", r, "normal", "good", 0) for r in range(3)]
+        rows += [_row(category, "test", r, "normal", "good", 0) for r in range(2)]
+        for cid, defect in enumerate(names[1:], start=1):
+            rows += [_row(category, "support", r, "anomaly", defect, cid) for r in range(2)]
+            rows += [_row(category, "test", r, "anomaly", defect, cid) for r in range(2)]
+    ingested = _store(rows, 0)
+    # the synthetic store lists classes in another order: matched by name
+    synthetic_classes = {"tile": ["good", "hole", "crack"], "cloth": ["good", "stain"]}
+    synth_rows = []
+    for category, names in synthetic_classes.items():
+        for cid, defect in enumerate(names[1:], start=1):
+            synth_rows += [_row(category, "train", r, "anomaly", defect, cid) for r in range(5)]
+    return ingested, _store(synth_rows, 1, synthetic_classes)
+
+
+def _params(setting="zero_shot", kn=2, ka=1):
+    return {
+        "setting": setting, "kn": kn, "ka": ka, "categories": None, "seed": 0, "device": "cpu",
+        "val_synthetic_fraction": 0.2, "synthetic_filter": {},
+        "encoder": {"kind": "cnn", "name": "tiny_cnn", "weights": "random", "out_indices": [1, 2, 3]},
+        "text_encoder": {"kind": "random", "dim": 8, "seed": 0},
+        "templates": ["a photo of {}"], "extra_prompts": {},
+        "model": {"fusion_dim": 8, "fusion_stride": 4, "resolution": SIZE, "top_k": 100},
+        "training": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "eval_every": 1, "selection": "best_val"},
+    }
+
+
+def test_selection_follows_kn_ka_and_never_reads_test(stores):
+    ingested, synthetic = stores
+    train, val, summary = select_training_data(ingested, synthetic, _params("few_shot", kn=2, ka=1))
+    # per category: 2 normals + 1 support per type + 4 of 5 synthetic per type
+    assert summary["tile"] == {"normals": 2, "support": 2, "synthetic_train": 8, "synthetic_val": 2, "val_normals": 3}
+    assert summary["cloth"]["support"] == 1 and summary["cloth"]["synthetic_train"] == 4
+    assert len(train) == (2 + 2 + 8) + (2 + 1 + 4)
+    assert train.is_real.sum() == 2 + 2 + 2 + 1
+    # global ids, categories in sorted order: cloth stain=1, tile crack=2, tile hole=3
+    assert set(np.unique(train.masks)) == {0, 1, 2, 3}
+    tile = [m for m, c, real in zip(train.masks, train.categories, train.is_real, strict=True) if c == "tile"]
+    assert {int(v) for m in tile for v in np.unique(m)} == {0, 2, 3}
+    # synthetic "hole" is local id 1 in the synthetic store: it must become global 3, like the real holes
+    assert synthetic_class_map(synthetic, ingested, {"cloth": 0, "tile": 1}) == {
+        ("tile", 1): 3, ("tile", 2): 2, ("cloth", 1): 1}
+    synthetic_tile = [m for m, c, real in zip(train.masks, train.categories, train.is_real, strict=True)
+                      if c == "tile" and not real]
+    assert {int(m.max()) for m in synthetic_tile} == {2, 3}
+    assert len(val) == 3 + 2 + 3 + 1
+    zero, _, zero_summary = select_training_data(ingested, synthetic, _params("zero_shot", kn=1))
+    assert zero_summary["tile"]["support"] == 0 and zero.is_real.sum() == 2
+
+
+def test_missing_synthesis_gives_a_clear_error(stores):
+    ingested, _ = stores
+    with pytest.raises(ValueError, match="synthesize"):
+        select_training_data(ingested, None, _params("zero_shot"))
+
+
+def test_pipeline_trains_a_bundle_that_reloads(stores, tmp_path):
+    ingested, synthetic = stores
+    catalog = DataCatalog({
+        "ingested_images": MemoryDataset(ingested),
+        "synthetic_images": MemoryDataset(synthetic),
+        "params:train_uniadc": MemoryDataset(_params("few_shot")),
+        "uniadc_model": MemoryDataset(copy_mode="assign"),
+        "uniadc_training_history": MemoryDataset(),
+    })
+    SequentialRunner().run(create_pipeline(), catalog)
+    bundle = catalog.load("uniadc_model")
+    history = catalog.load("uniadc_training_history")
+    assert bundle.name == "uniadc"
+    assert bundle.model.class_names == ["stain", "crack", "hole"]
+    tags = bundle.info["tags"]
+    assert tags["setting"] == "few_shot" and tags["kn"] == "2" and tags["ka"] == "1"
+    assert tags["weights_source"] == "random" and tags["text_encoder"] == "random"
+    assert "synthesis_backend" in tags
+    assert list(history["epoch"]) == [1, 2] and history["selected"].sum() == 1
+    save_bundle(tmp_path / "b", bundle)
+    loaded = load_bundle(tmp_path / "b")
+    images = torch.rand(2, 3, SIZE, SIZE)
+    a = bundle.model.predict(images, category="tile")
+    b = loaded.model.predict(images, category="tile")
+    assert a.class_logits.shape[1] == 2
+    assert torch.allclose(a.anomaly_map, b.anomaly_map, atol=1e-6)
+    assert loaded.threshold == bundle.threshold

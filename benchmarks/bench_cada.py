@@ -260,6 +260,18 @@ def markdown(rows: pd.DataFrame, overhead: list[dict], reports: dict, info: dict
             f"| {r['model']} | {r['setting']} | {pct(r['pooled_image_AUROC'])} | {pct(r['pooled_pixel_AUROC'])} | "
             f"{pct(r['mean_class_image_AUROC'])} | {pct(r['mean_class_pixel_AUROC'])} | "
             + " | ".join(pct(r[f"image_AUROC/{c}"]) for c in CLASSES) + " |")
+    lines += ["", "Reading the table (image AUROC, points):", ""]
+    for base in rows["model"].unique():
+        if "+" in base:
+            continue
+        get = lambda model, setting: float(rows[(rows["model"] == model) & (rows["setting"] == setting)][  # noqa: E731
+            "pooled_image_AUROC"].iloc[0])
+        separated = float(rows[(rows["model"] == base) & (rows["setting"] == "class_separated")][
+            "mean_class_image_AUROC"].iloc[0])
+        raw, oracle = get(base, "class_agnostic (raw)"), get(base, "class_aware (oracle)")
+        cada = get(f"{base}+CADA", "class_agnostic (CADA)")
+        lines.append(f"- {base}: pooling failure (mean per-class − raw pooled) {100 * (separated - raw):+.1f}; "
+                     f"CADA − oracle {100 * (cada - oracle):+.1f}; CADA − raw pooled {100 * (cada - raw):+.1f}.")
     lines += ["", "CADA overhead (regressor on the base's own frozen features: no second encoder pass):", "",
               "| base | base parameters | CADA added parameters | base s/img | +CADA s/img | time overhead |",
               "|---|---|---|---|---|---|"]
@@ -271,7 +283,9 @@ def markdown(rows: pd.DataFrame, overhead: list[dict], reports: dict, info: dict
     for label, report in reports.items():
         if "ablation" in label:
             continue
-        lines.append(f"- {label}: k = {report['n_groups']}; {json.dumps(report['composition'])}")
+        stats = {g: f"u={v['u']:.3g}, γ={v['gamma']:.3g}" for g, v in report["group_stats"].items()}
+        lines.append(f"- {label}: k = {report['n_groups']}; {json.dumps(report['composition'])}; "
+                     f"{json.dumps(stats, ensure_ascii=False)}")
     lines += ["", "Timings were taken while other jobs shared the CPU; re-run on a quiet machine for final "
               "figures. Quality numbers do not depend on load.", ""]
     return "\n".join(lines)

@@ -199,11 +199,12 @@ def markdown(results: list[dict], args, params: dict) -> str:
     lines += ["", "Notes:",
               f"- Schedule: the paper trains 1000 epochs at lr 1e-4 on 8 GPUs; on 2 CPU cores the default is "
               f"{params['training']['epochs']} epochs at lr {params['training']['lr']:g} (StepLR ×0.1 after "
-              f"{params['training']['lr_step_epochs']}), a few minutes in all.",
+              f"{params['training']['lr_step_epochs']}), chosen to keep a CPU run short; its length on a quiet machine is still to be measured.",
               "- s/epoch counts the transformer only: the frozen backbone's features are computed once "
               "(the feature-cache column) instead of in every epoch as the official code does.",
               "- CPU mixed precision: bf16 autocast where the CPU has AVX512-BF16/AMX (`cpu_bf16: auto`).",
               "- Timings were taken while other jobs shared the 2 cores; re-run on a quiet machine for final figures.",
+              *[f"- {note}" for note in (args.note or [])],
               ""]
     return "\n".join(lines)
 
@@ -232,6 +233,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_uniad_mtd_256.npz"))
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--note", action="append", help="an extra line for the notes of the section")
     parser.add_argument("--save-results", type=Path, default=None, help="append each run's figures (JSON lines)")
     parser.add_argument("--from-results", type=Path, nargs="+", default=None,
                         help="only render the section from saved JSON lines (no training)")

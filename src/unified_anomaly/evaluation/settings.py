@@ -15,12 +15,12 @@ the same names whatever it is.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from unified_anomaly.models.cada import apply_class_statistics
+from unified_anomaly.models.cada import class_statistics as group_statistics
 
 CLASS_SEPARATED = "class_separated"
 CLASS_AWARE = "class_aware"
@@ -45,12 +45,7 @@ def class_statistics(
     """stats[category] = (u, gamma): mean and max of the image scores of that category's NORMAL images."""
     scores, categories = np.asarray(scores, dtype=np.float64), np.asarray(categories)
     normal = np.ones(scores.shape, bool) if labels is None else np.asarray(labels) == 0
-    stats = {}
-    for category in sorted(set(categories.tolist())):
-        selected = scores[(categories == category) & normal]
-        if selected.size:
-            stats[category] = (float(selected.mean()), float(selected.max()))
-    return stats
+    return group_statistics(scores[normal], categories[normal])
 
 
 def class_aware_normalise(
@@ -58,32 +53,15 @@ def class_aware_normalise(
     scores: np.ndarray,
     categories: np.ndarray,
     stats: Mapping[str, tuple[float, float]],
-    eps: float = 1e-12,
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """Maps and scores mapped to ``(s - u) / (gamma - u)`` with their own category's (u, gamma); new arrays.
 
     Raises when a category has no statistics (no normal images in the reference split).
     """
-    categories = np.asarray(categories)
-    missing = sorted(set(categories.tolist()) - set(stats))
+    missing = sorted(set(np.asarray(categories).astype(str).tolist()) - set(stats))
     if missing:
         raise ValueError(
             f"no class-aware statistics for categories {missing}: the reference split has no normal images of "
             "them; choose another evaluate.class_aware_reference_split or drop 'class_aware' from the settings"
         )
-    scores = np.asarray(scores, dtype=np.float64)
-    out_scores = np.empty_like(scores)
-    out_maps = None if maps is None else np.empty(maps.shape, dtype=np.float32)
-    for category, (mean, maximum) in stats.items():
-        rows = np.flatnonzero(categories == category)
-        if rows.size == 0:
-            continue
-        scale = maximum - mean
-        if scale <= eps:
-            logger.warning("category %s: max == mean of normal reference scores; using scale 1", category)
-            scale = 1.0
-        out_scores[rows] = (scores[rows] - mean) / scale
-        if out_maps is not None:
-            for row in rows:  # row by row: no float64 copy of all maps
-                out_maps[row] = (maps[row] - np.float32(mean)) / np.float32(scale)
-    return out_maps, out_scores
+    return apply_class_statistics(maps, np.asarray(scores, dtype=np.float64), categories, dict(stats))

@@ -46,8 +46,8 @@ def _per_image(value: Any, like: Any) -> Any:
     """Reshapes per-image statistics (shape B, or a scalar) to broadcast against ``like`` (B×...)."""
     if isinstance(like, torch.Tensor):
         value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    else:
-        value = np.asarray(value, dtype=np.float64)
+    else:  # float32 maps stay float32 (no float64 copy of a test set's maps)
+        value = np.asarray(value, dtype=like.dtype if np.issubdtype(np.asarray(like).dtype, np.floating) else np.float64)
     if value.ndim == 0:
         return value
     return value.reshape(value.shape + (1,) * (like.ndim - value.ndim))

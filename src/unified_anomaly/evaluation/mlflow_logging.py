@@ -53,7 +53,9 @@ def run_tags(model_name: str, model_card: Mapping[str, Any], dataset: str, extra
         "dataset": _first(dataset, info.get("dataset"), config.get("dataset")),
         "setting": _first(info.get("setting"), config.get("setting")),
         "backbone": _first(info.get("backbone"), config.get("backbone")),
-        "weights": _first(info.get("weights"), config.get("weights")),
+        # what was really loaded wins over what was asked for ("default")
+        "weights": _first(info.get("weights"), model_tags.get("weights"), model_tags.get("weights_source"),
+                          config.get("weights")),
     }
     tags.update(extra or {})
     tags.update(model_tags)

@@ -44,6 +44,8 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from report import replace_section  # noqa: E402  (benchmarks/ is the script folder)
+
 from unified_anomaly.data.images import load_image, load_mask  # noqa: E402
 from unified_anomaly.metrics.ranking import auroc  # noqa: E402
 from unified_anomaly.models.cada import (  # noqa: E402
@@ -291,16 +293,6 @@ def markdown(rows: pd.DataFrame, overhead: list[dict], reports: dict, info: dict
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    existing = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = existing.find(SECTION)
-    if start >= 0:
-        end = existing.find("\n## ", start + len(SECTION))
-        existing = existing[:start] + existing[end + 1:] if end >= 0 else existing[:start]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(existing.rstrip("\n") + "\n\n" + text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rd-epochs", type=int, default=30)
@@ -353,7 +345,7 @@ def main() -> None:
         }
         text = markdown(pd.DataFrame(rows), overhead, reports, info)
         print(text, flush=True)
-        write_section(text, args.out)
+        replace_section(text, args.out)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def main() -> None:
                      f"{r['images_per_s']:.0f} | {r['peak_rss_mb']:.0f} |")
     lines.append("")
     lines.append(f"Targets: ≥ 100 images/s on the real MTD; peak RSS < 2 GB for 10 000 images (streamed in chunks "
-                 f"of 64 into memory-mapped arrays). Image size {args.size}², {args.workers} decoding processes. "
+                 f"of 64, appended to the .npy files). Image size {args.size}², {args.workers} decoding processes. "
                  "Peak RSS adds the parent's and the largest child's maximum (an upper bound).")
     from report import write_section
 

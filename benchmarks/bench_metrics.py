@@ -21,13 +21,13 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from report import replace_section  # the script folder is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 MTD = ROOT / ".." / "shared" / "data" / "mtd"
@@ -166,18 +166,6 @@ def markdown(result: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = ROOT / "docs" / "benchmarks.md") -> None:
-    """Replaces the section (up to the next ``## `` heading) or appends it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    current = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(updated)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -191,7 +179,7 @@ def main() -> None:
     text = markdown(result, "python benchmarks/bench_metrics.py" + (f" --repeats {args.repeats}"))
     print(text)
     if not args.no_docs:
-        write_section(text)
+        replace_section(text)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from report import replace_section  # noqa: E402  (benchmarks/ is the script folder)
+
 from unified_anomaly.data.images import load_image, load_mask  # noqa: E402
 from unified_anomaly.metrics import compute_metrics  # noqa: E402
 from unified_anomaly.models import build_model  # noqa: E402
@@ -209,18 +211,6 @@ def markdown(results: list[dict], args, params: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    existing = path.read_text() if path.is_file() else "# Benchmarks\n"
-    start = existing.find(SECTION)
-    if start == -1:
-        updated = existing.rstrip("\n") + "\n\n" + text
-    else:
-        end = existing.find("\n## ", start + len(SECTION))
-        updated = existing[:start] + text + ("" if end == -1 else existing[end:])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(updated.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=None, help="default: the conf backbone")
@@ -258,7 +248,7 @@ def main() -> None:
     text = markdown(results, args, params)
     print(text)
     if not args.no_write:
-        write_section(text, ROOT / "docs" / "benchmarks.md")
+        replace_section(text)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,8 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from report import replace_section  # noqa: E402  (benchmarks/ is the script folder)
 
 from unified_anomaly.data.ingestion import build_manifest, stream_images  # noqa: E402
 from unified_anomaly.data.manifest import MANIFEST_COLUMNS, normalise_manifest  # noqa: E402
@@ -243,17 +244,6 @@ def report(results: dict, args, seconds: float, tags: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        current = pattern.sub(lambda _: text + "\n", current)
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    DOCS.write_text(current)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--settings", default="zs1,zs2,fs11,fs21")
@@ -295,7 +285,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float))
     if not args.no_docs:
-        write_section(text)
+        replace_section(text)
 
 
 if __name__ == "__main__":

@@ -33,9 +33,18 @@ def write_section(title: str, body: str, command: str | None = None) -> None:
     command = command or "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = f"## {title}\n\n- command: `{command}`\n- machine: {machine()}\n- date: {stamp}\n\n{body.strip()}\n"
-    text = DOC.read_text() if DOC.exists() else HEADER
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+    replace_section(section)
     print(section)
+
+
+def replace_section(section: str, path: Path = DOC) -> None:
+    """``section`` starts with its ``## title`` line; it replaces that section of ``path`` or is appended."""
+    title = section.splitlines()[0]
+    if not title.startswith("## "):
+        raise ValueError(f"a section starts with '## <title>', not {title!r}")
+    text = path.read_text() if path.exists() else HEADER
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    block = section.rstrip("\n") + "\n\n"
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n")

@@ -10,8 +10,8 @@ test:  ## install, then lint and run the whole test suite
 lint:
 	"$$(bash scripts/setup_env.sh)/bin/ruff" check src tests benchmarks
 
-viz:  ## static kedro-viz export into build/viz (open build/viz/index.html)
-	"$$(bash scripts/setup_env.sh)/bin/kedro" viz build --include-hooks
+viz:  ## static kedro-viz export into build/ (open build/index.html)
+	"$$(bash scripts/setup_env.sh)/bin/kedro" viz build
 
 mlflow-ui:  ## the MLflow UI on http://127.0.0.1:5000 (localhost only)
 	"$$(bash scripts/setup_env.sh)/bin/mlflow" ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

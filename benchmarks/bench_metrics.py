@@ -139,7 +139,7 @@ def markdown(result: dict, command: str) -> str:
         SECTION,
         "",
         f"- command: `{command}`",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; machine: {cpu_model()}, "
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}; machine: {cpu_model()}, "
         f"{os.cpu_count()} CPU cores, {platform.python_implementation()} {platform.python_version()}, "
         f"numpy {np.__version__}; device: CPU (metrics are numpy); 1-min load average at the end: {load:.2f}",
         f"- data: {result['source']}; {result['pixels'] / 1e6:.1f} M pixels, "

@@ -31,7 +31,7 @@ def machine() -> str:
 def write_section(title: str, body: str, command: str | None = None) -> None:
     """Replaces (or appends) ``## title`` with the body and the command, machine and date that made it."""
     command = command or "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = f"## {title}\n\n- command: `{command}`\n- machine: {machine()}\n- date: {stamp}\n\n{body.strip()}\n"
     replace_section(section)
     print(section)

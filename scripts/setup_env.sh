@@ -17,6 +17,11 @@ PY
 )"
 cache="${UNIFIED_ANOMALY_ENV_ROOT:-$HOME/.cache/unified-anomaly}"
 venv="$cache/venv-$key"
+# pip warns once per package about this machine's local index folders; those lines say nothing useful.
+pip_quietly() {
+    "$@" 2>&1 | { grep -v "is neither a file nor a directory" || true; } >&2
+    return "${PIPESTATUS[0]}"
+}
 mkdir -p "$cache"
 exec 9>"$cache/.lock-$key"
 flock 9
@@ -25,16 +30,16 @@ if [ ! -f "$venv/.complete" ]; then
     rm -rf "$venv"
     echo "[setup] building environment $venv (first run: a few minutes, ~6.5 GB)" >&2
     "$python_bin" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip >&2
+    pip_quietly "$venv/bin/python" -m pip install -q --upgrade pip
     # Dependencies only: the project itself runs from src/ (kedro and pytest put it on the path).
     "$python_bin" - "$root" > "$venv/requirements.txt" <<'PY'
 import sys, tomllib, pathlib
 project = tomllib.loads((pathlib.Path(sys.argv[1]) / "pyproject.toml").read_text())["project"]
 print("\n".join(project["dependencies"] + project["optional-dependencies"]["dev"]))
 PY
-    "$venv/bin/python" -m pip install -q -r "$venv/requirements.txt" >&2
+    pip_quietly "$venv/bin/python" -m pip install -q -r "$venv/requirements.txt"
     # Wheels whose declared requirements cannot install here (see scripts/extra-requirements.txt).
-    "$venv/bin/python" -m pip install -q --no-deps -r "$root/scripts/extra-requirements.txt" >&2
+    pip_quietly "$venv/bin/python" -m pip install -q --no-deps -r "$root/scripts/extra-requirements.txt"
     touch "$venv/.complete"
 fi
 echo "$venv"

@@ -201,11 +201,13 @@ def markdown(results: list[dict], args, params: dict) -> str:
     lines += ["", "Notes:",
               f"- Schedule: the paper trains 1000 epochs at lr 1e-4 on 8 GPUs; on 2 CPU cores the default is "
               f"{params['training']['epochs']} epochs at lr {params['training']['lr']:g} (StepLR ×0.1 after "
-              f"{params['training']['lr_step_epochs']}), chosen to keep a CPU run short; its length on a quiet machine is still to be measured.",
+              f"{params['training']['lr_step_epochs']}), chosen to keep a CPU run short (see the train-total column).",
               "- s/epoch counts the transformer only: the frozen backbone's features are computed once "
               "(the feature-cache column) instead of in every epoch as the official code does.",
               "- CPU mixed precision: bf16 autocast where the CPU has AVX512-BF16/AMX (`cpu_bf16: auto`).",
-              "- Timings were taken while other jobs shared the 2 cores; re-run on a quiet machine for final figures.",
+              "- Why not 3× per epoch: with EfficientNet-Lite0 the frozen backbone is a small share of the official "
+              "code's epoch; the transformer (≈ 10 GFLOP per image per step, forward + backward) dominates both.",
+              "- Inference img/s includes the backbone at 224² and the upsampled map at 256², batch 16.",
               *[f"- {note}" for note in (args.note or [])],
               ""]
     return "\n".join(lines)

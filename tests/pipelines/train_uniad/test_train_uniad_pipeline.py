@@ -13,12 +13,7 @@ import torch
 from unified_anomaly.data.manifest import MANIFEST_COLUMNS
 from unified_anomaly.data.store import ImageStore
 from unified_anomaly.models.bundle import ModelBundle, load_bundle, save_bundle
-from unified_anomaly.pipelines.train_uniad.nodes import (
-    build_uniad_bundle,
-    calibrate_uniad_threshold,
-    extract_uniad_features,
-    train_uniad_model,
-)
+from unified_anomaly.pipelines.train_uniad.nodes import extract_uniad_features, train_uniad_model
 from unified_anomaly.pipelines.train_uniad.pipeline import create_pipeline
 
 SIZE = 32
@@ -71,10 +66,10 @@ def fake_calibration(monkeypatch):
 
 
 def run_nodes(store: ImageStore, params: dict = PARAMS):
-    cache = extract_uniad_features(store, params)
-    model, history, summary = train_uniad_model(cache, params)
-    threshold = calibrate_uniad_threshold(model, cache, params)
-    return cache, model, history, summary, threshold, build_uniad_bundle(model, threshold, summary, params)
+    features = extract_uniad_features(store, params)
+    assert all(isinstance(v, np.ndarray) and v.dtype != object for v in features.values())  # a versioned .npz
+    bundle, history = train_uniad_model(features, params)
+    return features, bundle.model, history, bundle.info, bundle.threshold, bundle
 
 
 def test_nodes_train_on_train_normals_and_calibrate_on_val(fake_calibration, caplog, tmp_path):
@@ -109,7 +104,7 @@ def test_real_calibration_from_the_conf_keywords():
     cache, model, _, _, threshold, _ = run_nodes(store, params)
     from unified_anomaly.pipelines.train_uniad.nodes import uniad_scores
 
-    scores = uniad_scores(model, cache["val"], SIZE, 8, "cpu")
+    scores = uniad_scores(model, torch.from_numpy(cache["val"]), SIZE, 8, "cpu")
     assert threshold > float(scores.max())  # normal_max: just above the largest validation normal
 
 

@@ -1,9 +1,9 @@
 """Nodes of train_uniad: thin orchestration around ``models.uniad`` and ``models.uniad_training``.
 
 One model is trained on the normal training images of every category mixed (the unified setting); no class
-label reaches the model. The frozen backbone's features are computed once (``uniad_feature_cache``, kept
-in memory: exact because the backbone is frozen and UniAD uses no augmentation) and every epoch trains the
-transformer on them. Model selection and the image threshold use the validation split only.
+label reaches the model. The frozen backbone's features are computed once (``uniad_features``, a versioned
+04_feature dataset: exact because the backbone is frozen and UniAD uses no augmentation) and every epoch
+trains the transformer on them. Model selection and the image threshold use the validation split only.
 """
 
 from __future__ import annotations
@@ -41,11 +41,14 @@ def _features(model: UniAD, store: ImageStore, rows: np.ndarray, params: dict[st
     )
 
 
-def extract_uniad_features(ingested_images: ImageStore, params: dict[str, Any]) -> dict[str, Any]:
-    """Builds the (seeded) UniAD model and caches its frozen features of the train normals and the val split."""
+def _seeded_model(params: dict[str, Any]) -> UniAD:
     seed_everything(int(params.get("seed", 0)))
-    config = dict(params["model"])
-    model: UniAD = build_model("uniad", **config)
+    return build_model("uniad", **dict(params["model"]))
+
+
+def extract_uniad_features(ingested_images: ImageStore, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Frozen-backbone features of the train normals and of the val split, computed once per image."""
+    model = _seeded_model(params)
     logger.info("UniAD backbone %s", model.weights_info.describe())
     train_rows = ingested_images.select(split="train", label=NORMAL)
     if len(train_rows) == 0:
@@ -60,41 +63,41 @@ def extract_uniad_features(ingested_images: ImageStore, params: dict[str, Any]) 
     train = _features(model, ingested_images, train_rows, params, "train")
     val = _features(model, ingested_images, val_rows, params, "val")
     return {
-        "model": model,
-        "config": config,
-        "train": train,
-        "val": val,
+        "train": train.numpy(),
+        "val": val.numpy(),
         "val_labels": ingested_images.labels(val_rows),
-        "image_size": int(ingested_images.size),
-        "categories": sorted(set(categories[train_rows].tolist())),
-        "feature_seconds": time.perf_counter() - started,
+        "image_size": np.array(int(ingested_images.size)),
+        "categories": np.array(sorted(set(categories[train_rows].tolist()))),
+        "feature_seconds": np.array(time.perf_counter() - started),
     }
 
 
-def train_uniad_model(
-    uniad_feature_cache: dict[str, Any], params: dict[str, Any]
-) -> tuple[UniAD, pd.DataFrame, dict[str, Any]]:
-    """Trains the reconstruction transformer on the cached features; selects the epoch on validation normals."""
+def train_uniad_model(uniad_features: dict[str, np.ndarray], params: dict[str, Any]) -> tuple[ModelBundle, pd.DataFrame]:
+    """Trains the transformer on the cached features (epoch chosen on validation normals), calibrates the image
+    threshold on the validation split and returns the bundle with what was really used."""
     training = dict(params.get("training", {}))
     training.setdefault("seed", int(params.get("seed", 0)))
     training.setdefault("device", params.get("device", "auto"))
     config = UniADTrainConfig(**training)
-    cache = uniad_feature_cache
-    val_normals = cache["val"][torch.from_numpy(cache["val_labels"] == 0)] if len(cache["val"]) else None
+    train = torch.from_numpy(np.ascontiguousarray(uniad_features["train"]))
+    val = torch.from_numpy(np.ascontiguousarray(uniad_features["val"]))
+    val_labels = np.asarray(uniad_features["val_labels"])
+    val_normals = val[torch.from_numpy(val_labels == 0)] if len(val) else None
     if config.selection == "val_loss" and (val_normals is None or len(val_normals) == 0):
         logger.warning("no normal validation images: UniAD keeps the last epoch instead of the best validation loss")
         config.selection = "last"
-    model, history, summary = train_uniad(cache["model"], cache["train"], val_normals, config)
+    model, history, summary = train_uniad(_seeded_model(params), train, val_normals, config)
     summary.update(
         {
-            "train_images": int(len(cache["train"])),
-            "val_images": int(len(cache["val"])),
-            "categories": cache["categories"],
-            "feature_seconds": round(float(cache["feature_seconds"]), 2),
-            "model_config": cache["config"],
+            "train_images": int(len(train)),
+            "val_images": int(len(val)),
+            "categories": [str(c) for c in uniad_features["categories"]],
+            "feature_seconds": round(float(uniad_features["feature_seconds"]), 2),
+            "model_config": dict(params["model"]),
         }
     )
-    return model, history, summary
+    threshold = calibrate_uniad_threshold(model, val, val_labels, int(uniad_features["image_size"]), params)
+    return build_uniad_bundle(model, threshold, summary), history
 
 
 @torch.no_grad()
@@ -111,32 +114,24 @@ def uniad_scores(model: UniAD, features: torch.Tensor, output_size: int, batch_s
 
 
 def calibrate_uniad_threshold(
-    uniad_trained_model: UniAD, uniad_feature_cache: dict[str, Any], params: dict[str, Any]
+    model: UniAD, val_features: torch.Tensor, val_labels: np.ndarray, image_size: int, params: dict[str, Any]
 ) -> float | None:
     """Image-score threshold from the validation split (normals, plus its anomalies when it has any)."""
     from unified_anomaly.evaluation import calibrate_threshold
 
-    cache = uniad_feature_cache
-    if len(cache["val"]) == 0:
+    if len(val_features) == 0:
         logger.warning("no validation images: the UniAD threshold stays unset")
         return None
-    scores = uniad_scores(
-        uniad_trained_model, cache["val"], cache["image_size"], int(params.get("batch_size", 32)),
-        params.get("device", "auto"),
-    )
-    labels = cache["val_labels"]
+    scores = uniad_scores(model, val_features, image_size, int(params.get("batch_size", 32)), params.get("device", "auto"))
+    labels = val_labels
     threshold = calibrate_threshold(scores, labels if labels.any() else None, **params.get("threshold", {}))
     logger.info("UniAD image threshold %s from %d validation images", threshold, len(scores))
     return None if threshold is None else float(threshold)
 
 
-def build_uniad_bundle(
-    uniad_trained_model: UniAD, uniad_threshold: float | None, uniad_training_summary: dict[str, Any],
-    params: dict[str, Any],
-) -> ModelBundle:
+def build_uniad_bundle(model: UniAD, threshold: float | None, summary: dict[str, Any]) -> ModelBundle:
     """The trained model, its JSON config, the validation threshold and what was really used."""
-    model = uniad_trained_model.cpu().eval()
-    summary = uniad_training_summary
+    model = model.cpu().eval()
     weights = model.weights_info
     tags = {
         **weights.as_tags(),
@@ -162,4 +157,4 @@ def build_uniad_bundle(
         "parameters_trainable": count_parameters(model, trainable_only=True),
         "parameters_total": count_parameters(model),
     }
-    return ModelBundle("uniad", dict(summary["model_config"]), model, uniad_threshold, info)
+    return ModelBundle("uniad", dict(summary["model_config"]), model, threshold, info)

@@ -16,59 +16,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import yaml
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-TYPES = ["blowhole", "break", "crack", "fray", "uneven"]
-
-
 def mtd_store(mtd: Path, kn: int, size: int):
     """An in-memory ImageStore: ``kn`` training normals and the first support sample per defect type."""
-    from unified_anomaly.data.manifest import MANIFEST_COLUMNS
-    from unified_anomaly.data.store import ImageStore
+    from unified_anomaly.data.ingestion import build_manifest, load_store
 
-    split = pd.read_csv(mtd / "split.csv")
-    chosen = pd.concat(
-        [
-            split[(split["split"] == "train") & (split["rank"] < kn)],
-            split[(split["split"] == "support") & (split["rank"] < 1)],
-        ]
+    manifest, classes, _ = build_manifest(mtd, "mtd", layout="mtd")
+    chosen = ((manifest["split"] == "train") & (manifest["rank"] < kn)) | (
+        (manifest["split"] == "support") & (manifest["rank"] < 1)
     )
-    images, masks, rows = [], [], []
-    for row in chosen.itertuples():
-        image = Image.open(mtd / row.image).convert("RGB").resize((size, size), Image.BICUBIC)
-        class_id = 0 if row.label == "normal" else TYPES.index(row.defect_type) + 1
-        mask = np.zeros((size, size), np.uint8)
-        if class_id:
-            binary = np.asarray(Image.open(mtd / row.mask).convert("L").resize((size, size), Image.NEAREST))
-            mask[binary >= 128] = class_id
-        images.append(np.asarray(image))
-        masks.append(mask)
-        rows.append(
-            {
-                "dataset": "mtd",
-                "category": "magnetic_tile",
-                "split": row.split,
-                "rank": row.rank,
-                "label": row.label,
-                "defect_type": "good" if class_id == 0 else row.defect_type,
-                "class_id": class_id,
-                "image_path": str(mtd / row.image),
-                "mask_path": "",
-                "width": size,
-                "height": size,
-            }
-        )
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    return ImageStore(
-        manifest, np.stack(images), np.stack(masks), {"magnetic_tile": ["good", *TYPES]}, size, "mtd"
-    )
+    return load_store(manifest[chosen], classes, size)
 
 
 def measure(store, params: dict, repeats: int) -> dict:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from report import replace_section  # noqa: E402  (benchmarks/ is the script folder)
 
-from unified_anomaly.data.ingestion import build_manifest, stream_images  # noqa: E402
+from unified_anomaly.data.ingestion import build_manifest, load_store  # noqa: E402
 from unified_anomaly.data.manifest import MANIFEST_COLUMNS, normalise_manifest  # noqa: E402
 from unified_anomaly.data.store import ImageStore  # noqa: E402
 from unified_anomaly.metrics import classification_metrics, compute_metrics, uniadc_class_maps  # noqa: E402
@@ -82,10 +82,7 @@ def load_mtd() -> ImageStore:
     if not MTD.is_dir():
         raise SystemExit(f"MTD not found at {MTD.resolve()}")
     manifest, classes, _ = build_manifest(MTD, dataset="mtd", layout="mtd")
-    stream = stream_images(manifest, class_names=classes, size=SIZE, workers=2, chunk_size=64)
-    chunks = list(stream.chunks)
-    return ImageStore(stream.manifest, np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]),
-                      classes, SIZE, "mtd")
+    return load_store(manifest, classes, SIZE)
 
 
 def mtd_priors(category: str, class_names: list[str]):

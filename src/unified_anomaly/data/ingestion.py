@@ -23,7 +23,7 @@ from unified_anomaly.data.splits import (
     split_by_file,
     split_by_rule,
 )
-from unified_anomaly.data.store import ImageStream
+from unified_anomaly.data.store import ImageStore, ImageStream
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,22 @@ def stream_images(
     dataset = str(manifest["dataset"].iloc[0]) if len(manifest) else ""
     return ImageStream(manifest=manifest, chunks=_decode_chunks(jobs, workers, len(manifest)), class_names=class_names,
                        size=size, dataset=dataset, extra=extra or {})
+
+
+def load_store(
+    manifest: pd.DataFrame,
+    class_names: dict[str, list[str]],
+    size: int,
+    class_valued_masks: bool = False,
+    workers: int = 2,
+) -> ImageStore:
+    """The rows of ``manifest`` decoded and resized into an in-memory store (tests, benchmarks, notebooks)."""
+    manifest = manifest.reset_index(drop=True)
+    stream = stream_images(manifest, class_names, size, class_valued_masks=class_valued_masks, workers=workers)
+    chunks = list(stream.chunks)
+    images = np.concatenate([np.zeros((0, size, size, 3), np.uint8), *(c[0] for c in chunks)])
+    masks = np.concatenate([np.zeros((0, size, size), np.uint8), *(c[1] for c in chunks)])
+    return ImageStore(manifest, images, masks, class_names, size, stream.dataset, stream.extra)
 
 
 def _decode_chunks(jobs: list, workers: int, total: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

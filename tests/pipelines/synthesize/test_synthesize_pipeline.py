@@ -13,6 +13,7 @@ from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 from scipy import ndimage
 
+from unified_anomaly.data.ingestion import build_manifest, load_store
 from unified_anomaly.data.manifest import MANIFEST_COLUMNS, normalise_manifest
 from unified_anomaly.data.store import ImageStore, read_store, write_store
 from unified_anomaly.pipelines.synthesize import create_pipeline
@@ -196,52 +197,11 @@ def test_contact_sheets_and_backend_are_logged_to_the_active_mlflow_run(tmp_path
 
 def mtd_store(kn: int = 2, size: int = 256) -> ImageStore:
     """Kn training normals and the first support sample per defect type of the real MTD, at ``size``²."""
-    from PIL import Image
-
-    split = pd.read_csv(MTD_ROOT / "split.csv")
-    types = ["blowhole", "break", "crack", "fray", "uneven"]
-    chosen = pd.concat(
-        [
-            split[(split["split"] == "train") & (split["rank"] < kn)],
-            split[(split["split"] == "support") & (split["rank"] < 1)],
-        ]
+    manifest, classes, _ = build_manifest(MTD_ROOT, "mtd", layout="mtd")
+    chosen = ((manifest["split"] == "train") & (manifest["rank"] < kn)) | (
+        (manifest["split"] == "support") & (manifest["rank"] < 1)
     )
-    images, masks, rows = [], [], []
-    for row in chosen.itertuples():
-        images.append(
-            np.asarray(Image.open(MTD_ROOT / row.image).convert("RGB").resize((size, size), Image.BICUBIC))
-        )
-        class_id = 0 if row.label == "normal" else types.index(row.defect_type) + 1
-        mask = np.zeros((size, size), np.uint8)
-        if class_id:
-            binary = np.asarray(
-                Image.open(MTD_ROOT / row.mask).convert("L").resize((size, size), Image.NEAREST)
-            )
-            mask[binary >= 128] = class_id
-        masks.append(mask)
-        rows.append(
-            {
-                "dataset": "mtd",
-                "category": "magnetic_tile",
-                "split": row.split,
-                "rank": row.rank,
-                "label": row.label,
-                "defect_type": "good" if class_id == 0 else row.defect_type,
-                "class_id": class_id,
-                "image_path": str(MTD_ROOT / row.image),
-                "mask_path": "",
-                "width": size,
-                "height": size,
-            }
-        )
-    return ImageStore(
-        pd.DataFrame(rows, columns=MANIFEST_COLUMNS),
-        np.stack(images),
-        np.stack(masks),
-        {"magnetic_tile": ["good", *types]},
-        size,
-        "mtd",
-    )
+    return load_store(manifest[chosen], classes, size)
 
 
 @pytest.mark.integration

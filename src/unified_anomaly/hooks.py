@@ -1,8 +1,10 @@
-"""Project hooks: refuse unknown --params before work starts; tag every MLflow run with what it ran on."""
+"""Project hooks: refuse unknown --params before work starts; tag every MLflow run with what it ran on;
+under torchrun, let only rank 0 write datasets and log to MLflow."""
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -63,10 +65,20 @@ class ProjectHooks:
     @hook_impl
     def after_context_created(self, context) -> None:
         self._context = context
+        mlflow_config = getattr(context, "mlflow", None)  # set by kedro-mlflow's hook, which runs before this one
+        if mlflow_config is not None and _non_main_rank():
+            from kedro.framework.project import pipelines
+
+            mlflow_config.tracking.disable_tracking.pipelines = list(pipelines)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         self._catalog = catalog
+        if _non_main_rank():  # torchrun ranks > 0 train alongside rank 0; their outputs stay in memory
+            from kedro.io import MemoryDataset
+
+            for name in pipeline.all_outputs():
+                catalog[name] = MemoryDataset()
         runtime = run_params.get("runtime_params") or {}
         if self._context is not None and runtime:
             check_runtime_params(_file_parameters(self._context.config_loader), runtime)
@@ -109,6 +121,15 @@ class ProjectHooks:
         if dataset_name == "ingested_images":
             mlflow.set_tag("dataset_version", self._tags.get("kedro_session_id", ""))
         log_artifact_if_marked(_dataset(self._catalog, dataset_name), dataset_name)
+
+
+def _non_main_rank() -> bool:
+    """True in a process of a ``torchrun`` launch other than rank 0."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    from unified_anomaly.models.distributed import is_main_process  # torch: imported only under torchrun
+
+    return not is_main_process()
 
 
 def log_artifact_if_marked(dataset, name: str) -> None:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from unified_anomaly.models import distributed
 from unified_anomaly.models.backbones import FeatureExtractor, build_feature_extractor
 from unified_anomaly.models.contract import Predictions
 from unified_anomaly.models.registry import register_model
@@ -331,12 +332,13 @@ def train_reverse_distillation(
 
     The encoder is frozen and there is no augmentation, so caching its features once is exact and saves
     one encoder pass per epoch (``cache_features``)."""
-    device = torch.device(device)
+    world, device = distributed.setup(torch.device(device))  # torchrun: one rank per GPU
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
     model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(trainable, lr=lr, betas=tuple(betas))
+    decode = distributed.wrap(model, "decode", world, device)  # DDP when launched by torchrun
     n = len(images)
     if n == 0:
         raise ValueError("no training images: the train split holds no normal image")
@@ -345,10 +347,10 @@ def train_reverse_distillation(
         chunks = [model.encode(_to_tensor(images[i : i + batch_size], device)) for i in range(0, n, batch_size)]
         cache = [torch.cat([c[s] for c in chunks]) for s in range(len(chunks[0]))]
     history: list[float] = []
-    for _epoch in tqdm(range(epochs), desc="RD epochs", disable=not progress):
-        order = generator.permutation(n)
+    for _epoch in tqdm(range(epochs), desc="RD epochs", disable=not (progress and world.is_main)):
+        order = distributed.shard(generator.permutation(n), world)
         total, batches = 0.0, 0
-        for start in range(0, n, batch_size):
+        for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             if len(index) < 2 and n >= 2:  # batch-norm needs two samples
                 continue
@@ -356,13 +358,14 @@ def train_reverse_distillation(
                 encoded = [c[torch.from_numpy(index).to(c.device)] for c in cache]
             else:
                 encoded = model.encode(_to_tensor(images[np.sort(index)], device))
-            loss = cosine_distance_loss(encoded, model.decode(encoded))
+            loss = cosine_distance_loss(encoded, decode(encoded))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             total += float(loss.detach())
             batches += 1
-        history.append(total / max(batches, 1))
+        history.append(distributed.mean_across_ranks(total / max(batches, 1), world, device))
+    distributed.broadcast_buffers(model, world)  # batch-norm statistics of rank 0 on every rank
     model.eval()
     logger.info("RD trained %d epochs on %d images; last loss %.4f", epochs, n, history[-1] if history else float("nan"))
     return history

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from unified_anomaly.models import distributed
 from unified_anomaly.models.contract import pick_device
 from unified_anomaly.models.uniad import UniAD
 
@@ -143,7 +144,7 @@ def train_uniad(
     if config.selection == "val_loss" and (val_features is None or len(val_features) == 0):
         raise ValueError("selection 'val_loss' needs validation features; set selection: last or add a val split")
     seed_everything(config.seed)
-    device = pick_device(config.device)
+    world, device = distributed.setup(pick_device(config.device))  # torchrun: one rank per GPU
     model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(parameters, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
@@ -151,22 +152,24 @@ def train_uniad(
     use_amp = config.mixed_precision and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     generator = torch.Generator().manual_seed(config.seed)
+    compute_loss = distributed.wrap(model, "loss", world, device)  # DDP when launched by torchrun
     if device.type == "cuda":  # the cache is small: keep it on the GPU
         train_features = train_features.to(device)
         val_features = None if val_features is None else val_features.to(device)
 
     history, best_state, best_loss, best_epoch = [], None, float("inf"), 0
     train_start = time.perf_counter()
-    epochs = tqdm(range(1, config.epochs + 1), desc="UniAD epochs", unit="epoch", disable=not config.progress)
+    epochs = tqdm(range(1, config.epochs + 1), desc="UniAD epochs", unit="epoch",
+                  disable=not (config.progress and world.is_main))
     for epoch in epochs:
         model.train()
         start = time.perf_counter()
-        order = torch.randperm(len(train_features), generator=generator)
+        order = distributed.shard(torch.randperm(len(train_features), generator=generator), world)
         running, seen = 0.0, 0
         for begin in range(0, len(order), config.batch_size):
             batch = train_features[order[begin : begin + config.batch_size].to(train_features.device)].to(device)
             with _autocast(device, enabled=use_amp, cpu_bf16=config.cpu_bf16):
-                loss = model.loss(batch)
+                loss = compute_loss(batch)
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.grad_clip > 0:
@@ -184,10 +187,9 @@ def train_uniad(
             if val_features is not None and len(val_features)
             else float("nan")
         )
-        history.append(
-            {"epoch": epoch, "lr": lr, "train_loss": running / seen, "val_loss": val, "epoch_seconds": seconds}
-        )
-        epochs.set_postfix(train=f"{running / seen:.4f}", val=f"{val:.4f}")
+        train_loss = distributed.mean_across_ranks(running / seen, world, device)  # all ranks' batches
+        history.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val, "epoch_seconds": seconds})
+        epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val:.4f}")
         if config.selection == "val_loss" and val < best_loss:
             best_loss, best_epoch = val, epoch
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})

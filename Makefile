@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both build (or reuse) the environment keyed on the dependency pins.
-.PHONY: run test lint viz mlflow-ui
+.PHONY: run test lint viz mlflow-ui airflow-dag
 
 run:  ## install, then run the default pipeline (ingest -> synthesize -> train -> evaluate) on the embedded data
 	bash scripts/run.sh
@@ -15,3 +15,6 @@ viz:  ## static kedro-viz export into build/ (open build/index.html)
 
 mlflow-ui:  ## the MLflow UI on http://127.0.0.1:5000 (localhost only)
 	"$$(bash scripts/setup_env.sh)/bin/mlflow" ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+airflow-dag:  ## the default pipeline as an Airflow DAG, one task per node (kedro-airflow), into build/airflow_dags/
+	"$$(bash scripts/setup_env.sh)/bin/kedro" airflow create --pipelines __default__ --target-dir build/airflow_dags

@@ -59,6 +59,14 @@ def is_main_process() -> bool:
     return launched_world().is_main
 
 
+def pin_local_gpu() -> None:
+    """Makes GPU ``LOCAL_RANK`` this process's default CUDA device (so that work before training, such as
+    feature extraction, does not pile up on GPU 0). Nothing happens outside a launch or without CUDA."""
+    world = launched_world()
+    if world.distributed and torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+
+
 def setup(device: torch.device) -> tuple[World, torch.device]:
     """Joins the process group once (NCCL on CUDA, Gloo on CPU) and returns the world and this rank's device.
 

@@ -80,9 +80,9 @@ class ProjectHooks:
             for name in pipeline.all_outputs():
                 catalog[name] = MemoryDataset()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from unified_anomaly.models.distributed import pin_local_gpu
+            from unified_anomaly.models.distributed import configure_process
 
-            pin_local_gpu()  # each torchrun rank on its own GPU from the first node on
+            configure_process()  # from the first node on: each rank on its own GPU, only rank 0 logs
         runtime = run_params.get("runtime_params") or {}
         if self._context is not None and runtime:
             check_runtime_params(_file_parameters(self._context.config_loader), runtime)

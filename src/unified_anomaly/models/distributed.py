@@ -59,33 +59,34 @@ def is_main_process() -> bool:
     return launched_world().is_main
 
 
-def pin_local_gpu() -> None:
-    """Makes GPU ``LOCAL_RANK`` this process's default CUDA device (so that work before training, such as
-    feature extraction, does not pile up on GPU 0). Nothing happens outside a launch or without CUDA."""
+def configure_process() -> World:
+    """Under a launch: GPU ``LOCAL_RANK`` becomes this process's default CUDA device (so that work before
+    training, such as feature extraction, does not pile up on GPU 0) and ranks > 0 drop this package's log
+    records below WARNING. Nothing happens in a single process."""
     world = launched_world()
     if world.distributed and torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
+    if world.distributed and not world.is_main:
+        logging.getLogger("unified_anomaly").setLevel(logging.WARNING)
+    return world
 
 
 def setup(device: torch.device) -> tuple[World, torch.device]:
     """Joins the process group once (NCCL on CUDA, Gloo on CPU) and returns the world and this rank's device.
 
-    On CUDA, rank ``r`` trains on GPU ``LOCAL_RANK``. Log records of this package below WARNING are dropped
-    on every rank but 0. Single process: ``(World(), device)`` and nothing else happens.
+    On CUDA, rank ``r`` trains on GPU ``LOCAL_RANK`` (see :func:`configure_process`). Single process:
+    ``(World(), device)`` and nothing else happens.
     """
-    world = launched_world()
+    world = configure_process()
     if not world.distributed:
         return world, device
     if device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
-        torch.cuda.set_device(device)
+        device = torch.device("cuda", torch.cuda.current_device())  # set by configure_process
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)  # env:// rendezvous: MASTER_ADDR/PORT set by torchrun
         if world.is_main:
             logger.info("DDP: %d processes, backend %s", world.size, backend)
-    if not world.is_main:
-        logging.getLogger("unified_anomaly").setLevel(logging.WARNING)
     return world, device
 
 

@@ -49,3 +49,9 @@ def metric_values(project: Path, model: str) -> list[dict]:
     """``<model>.metric_values`` of every run, oldest first."""
     folder = project / "data/08_reporting/default" / model / "metric_values.json"
     return [json.loads((v / "metric_values.json").read_text()) for v in versions(folder)]
+
+
+def incomplete_versions(data: Path) -> list[Path]:
+    """Version folders (``<dataset path>/<timestamp>/``) that lack their dataset's file or folder."""
+    return [version for version in sorted(data.glob("0*/*/**/20??-??-??T??.??.??.???Z"))
+            if not (version / version.parent.name).exists()]

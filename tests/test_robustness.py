@@ -1,4 +1,6 @@
-"""Interrupted runs: a failing node and a SIGKILL mid-save leave no half-written version; the next run completes."""
+"""A run killed (SIGKILL) mid-save leaves no version a later run loads; the next run completes.
+
+A failing node and its ``--from-nodes`` resume: tests/test_parallel.py."""
 
 from __future__ import annotations
 
@@ -7,46 +9,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from kedro.io.core import Version
 
 from conftest import run_kedro
-from evaluate_inputs import EVALUATE_PARAMS, metric_values, versions, write_evaluate_inputs
+from evaluate_inputs import incomplete_versions
 from unified_anomaly.data.store import read_store
 from unified_anomaly.datasets import ImageStoreDataset
 
 pytestmark = pytest.mark.slow
-
-
-def incomplete_versions(data: Path) -> list[Path]:
-    """Version folders (``<dataset path>/<timestamp>/``) that lack their dataset's file or folder."""
-    bad = []
-    for version in data.glob("0*/default/**/20??-??-??T??.??.??.???Z"):
-        if not (version / version.parent.name).exists():
-            bad.append(version)
-    return bad
-
-
-def test_a_failing_node_writes_nothing_and_the_run_resumes_from_kedros_suggestion(project_copy):
-    write_evaluate_inputs(project_copy, models=("uniad",))
-    failed = run_kedro(project_copy, "run", "--pipeline", "evaluate_uniad", "--params",
-                       EVALUATE_PARAMS + ",evaluate.threshold.split=test", check=False)
-    output = failed.stdout + failed.stderr
-    assert failed.returncode != 0 and "must not be 'test'" in output
-    assert "--from-nodes" in output and "uniad.choose_threshold" in output  # Kedro's resume hint
-
-    reporting = project_copy / "data" / "07_model_output" / "default" / "uniad"
-    assert len(versions(reporting / "test_predictions.npz")) == 1  # the node before the failure: complete
-    assert not (reporting / "threshold.json").exists()  # the failed node: nothing
-    assert incomplete_versions(project_copy / "data") == []
-
-    run_kedro(project_copy, "run", "--pipeline", "evaluate_uniad", "--from-nodes", "uniad.choose_threshold",
-              "--params", EVALUATE_PARAMS)
-    assert len(versions(reporting / "test_predictions.npz")) == 1  # reused, not recomputed
-    assert len(metric_values(project_copy, "uniad")) == 1
-    assert incomplete_versions(project_copy / "data") == []
 
 
 def test_sigkill_while_the_image_store_is_written_leaves_no_loadable_half_version(project_copy, make_mvtec):

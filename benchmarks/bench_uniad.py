@@ -198,6 +198,13 @@ def met(r: dict, key: str) -> bool:
     return r[key] >= TARGETS[key]
 
 
+def total_verdict(speed_up: float, quality_matched: bool) -> str:
+    """The total-time target counts only at matched quality (I-AUROC ≥ the official 77.7)."""
+    if not quality_matched:
+        return "not comparable: quality not matched"
+    return "met" if speed_up >= 3 else "missed"
+
+
 def selection_cell(r: dict) -> str:
     chosen = r.get("selection_set")
     return "–" if not chosen else f"{chosen['image_AUROC']:.1f} / {chosen['pixel_AUROC']:.1f}"
@@ -257,7 +264,7 @@ def markdown(results: list[dict], args, params: dict) -> str:
             f"| {r['backbone']}, {r['epochs']} ep | {gap(r['image_AUROC'], TARGETS['image_AUROC'])} | "
             f"{gap(r['pixel_AUROC'], TARGETS['pixel_AUROC'])} | {gap(r['pixel_AUPRO'], TARGETS['pixel_AUPRO'])} | "
             f"{gap(r['img_per_s'], TARGETS['img_per_s'])} | {per_epoch:.1f}× ({'met' if per_epoch >= 3 else 'missed'})"
-            f" | {total:.1f}× ({'met' if total >= 3 else 'missed'}) | {matched} |"
+            f" | {total:.1f}× ({total_verdict(total, matched == 'yes')}) | {matched} |"
         )
     missed = {key for r in results for key in WHY if not met(r, key)}
     if missed:

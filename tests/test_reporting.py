@@ -44,13 +44,14 @@ def test_no_summary_without_evaluations():
 def test_summarise_run_reads_nested_runs_and_logs_summary_md():
     mlflow.set_experiment("summary")
     with mlflow.start_run(run_name="kedro run") as parent:
-        for model, values in list(EVALUATIONS.items())[:2]:
+        for model, values in {"uniad_cada": EVALUATIONS["uniad"], "rd": EVALUATIONS["rd"]}.items():
             with mlflow.start_run(run_name=f"evaluate {model}", nested=True):
-                mlflow.set_tag("model", model)
+                mlflow.set_tag("model", model.replace("_", "+"))  # the tag may differ from the namespace
                 mlflow.log_metrics(values)
     # uniadc's values come from the catalog only (e.g. evaluate.log_to_mlflow: false)
     text = summarise_run(parent.info.run_id, {"uniadc": EVALUATIONS["uniadc"]}, dataset="default")
-    assert "`evaluate uniad`" in text and "`evaluate rd`" in text
+    assert "`evaluate uniad_cada`" in text and "`evaluate rd`" in text
+    assert "| metric | best | uniad_cada | rd | uniadc |" in text  # one column per model, named by namespace
     assert "| pixel_AUROC | uniadc (0.9500) |" in text
     logged = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/{SUMMARY_ARTIFACT}")
     assert logged == text

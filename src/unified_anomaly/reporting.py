@@ -101,15 +101,15 @@ def nested_evaluations(client, experiment_id: str, run_id: str) -> tuple[dict[st
     for child in children:
         name = child.info.run_name or child.info.run_id
         names[name] = child.info.run_id
-        model = child.data.tags.get("model") or name.removeprefix("evaluate ")
-        metrics[model] = dict(child.data.metrics)
+        if name.startswith("evaluate "):  # keyed like the evaluate namespaces (the tag `model` may read rd+cada)
+            metrics[name.removeprefix("evaluate ")] = dict(child.data.metrics)
     return names, metrics
 
 
 def summarise_run(run_id: str | None, captured: Mapping[str, Mapping[str, float]], dataset: str = "") -> str | None:
-    """Gathers this run's evaluations (``captured`` metric values win over the nested runs' metrics), logs the
-    summary to the log and, when there is an MLflow run, as ``summary.md``. Never raises: a summary must not
-    fail a run that has finished."""
+    """Gathers this run's evaluations (``captured`` metric values win over the nested runs' metrics), prints the
+    summary after a log line and, when there is an MLflow run, logs it as ``summary.md``. Never raises: a summary
+    must not fail a run that has finished."""
     try:
         import mlflow
 
@@ -129,9 +129,10 @@ def summarise_run(run_id: str | None, captured: Mapping[str, Mapping[str, float]
                                 evaluations, nested, dataset)
         if summary is None:
             return None
-        logger.info("\n%s", summary)
         if client is not None:
             client.log_text(run_id, summary, SUMMARY_ARTIFACT)
+        logger.info("Run summary below%s", f" (also on MLflow run {run_id} as {SUMMARY_ARTIFACT})" if client else "")
+        print(summary, flush=True)  # not through the log handler: a rich console would wrap the table
         return summary
     except Exception as error:  # reporting only: never fail a finished run
         logger.warning("could not build the end-of-run summary: %s", error)

@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both build (or reuse) the environment keyed on the dependency pins.
-.PHONY: run test lint viz mlflow-ui
+.PHONY: run test lint viz mlflow-ui benchmarks benchmarks-quick
 
 run:  ## install, then run the default pipeline (ingest -> synthesize -> train -> evaluate) on the embedded data
 	bash scripts/run.sh
@@ -15,3 +15,9 @@ viz:  ## static kedro-viz export into build/ (open build/index.html)
 
 mlflow-ui:  ## the MLflow UI on http://127.0.0.1:5000 (localhost only)
 	"$$(bash scripts/setup_env.sh)/bin/mlflow" ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+benchmarks:  ## every benchmark on the real MTD in sequence; regenerates docs/benchmarks.md (long: hours on a CPU)
+	. scripts/env.sh && "$$(bash scripts/setup_env.sh | tail -n 1)/bin/python" benchmarks/run_all.py
+
+benchmarks-quick:  ## smoke run of every benchmark (tiny epochs) into a temporary file, not docs/benchmarks.md
+	. scripts/env.sh && "$$(bash scripts/setup_env.sh | tail -n 1)/bin/python" benchmarks/run_all.py --quick

@@ -55,8 +55,8 @@ def git_commit() -> str:
 def run_benchmark(name: str, args: list[str], out: Path, log_dir: Path) -> dict:
     """Runs one benchmark script; returns its wall time and peak RSS. Raises BenchmarkFailed on failure."""
     script = BENCHMARKS[name][0]
-    command = [sys.executable, str(ROOT / "benchmarks" / script), *args]
-    if name == "cada":  # the only one with its own output option
+    command = [sys.executable, f"benchmarks/{script}", *args]  # relative: the sections quote their command
+    if name == "cada" and out != DOC:  # the only one with its own output option
         command += ["--out", str(out)]
     log = log_dir / f"{name}.log"
     print(f"[run_all] {name}: {' '.join(command)} (log: {log})", flush=True)

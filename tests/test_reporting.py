@@ -35,9 +35,11 @@ def test_summary_names_the_run_and_tabulates_the_best_models():
     assert "image_ClassAcc | uniadc" in rows["image_ClassAcc"]
 
 
-def test_no_summary_without_evaluations():
+def test_no_summary_without_evaluations_and_no_run_link_without_a_run():
     assert build_summary("abc", "e", "1", "sqlite:///mlflow.db", {}) is None
     assert summarise_run(None, {}) is None
+    text = build_summary("", "", "", "sqlite:///mlflow.db", EVALUATIONS)
+    assert "no MLflow run" in text and "make mlflow-ui" not in text and "| image_AUROC | rd (0.8500) |" in text
 
 
 @pytest.mark.slow  # creates an sqlite tracking store

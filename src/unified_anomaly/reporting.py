@@ -76,12 +76,12 @@ def build_summary(
         opener = f"`make mlflow-ui`, then {UI_ADDRESS}/#/experiments/{experiment_id}/runs/{run_id}"
     else:
         opener = f"`mlflow ui --backend-store-uri {tracking_uri}` (or your MLflow server)"
-    lines = [
-        f"## Run summary{f' ({dataset})' if dataset else ''}",
-        "",
-        f"- MLflow run `{run_id}` in experiment `{experiment_name}`, tracking URI `{tracking_uri}`",
-        f"- open it: {opener}",
-    ]
+    lines = [f"## Run summary{f' ({dataset})' if dataset else ''}", ""]
+    if run_id:
+        lines += [f"- MLflow run `{run_id}` in experiment `{experiment_name}`, tracking URI `{tracking_uri}`",
+                  f"- open it: {opener}"]
+    else:
+        lines.append("- no MLflow run (tracking disabled for this pipeline in conf/base/mlflow.yml)")
     if nested_runs:
         lines.append("- nested evaluation runs: " + ", ".join(f"`{name}` ({rid[:8]})" for name, rid in nested_runs.items()))
     if best_per_metric(evaluations):
@@ -125,8 +125,8 @@ def summarise_run(run_id: str | None, captured: Mapping[str, Mapping[str, float]
             nested, evaluations = nested_evaluations(client, experiment_id, run_id)
         for model, values in captured.items():
             evaluations[model] = {**evaluations.get(model, {}), **values}
-        summary = build_summary(run_id or "(no MLflow run)", experiment_name, experiment_id, tracking_uri,
-                                evaluations, nested, dataset)
+        summary = build_summary(run_id or "", experiment_name, experiment_id, tracking_uri, evaluations, nested,
+                                dataset)
         if summary is None:
             return None
         if client is not None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+DOC_ENV = "UNIFIED_ANOMALY_BENCHMARKS_DOC"  # another file to write to (benchmarks/run_all.py --quick sets it)
 HEADER = "# Benchmarks\n\nEvery number below was measured by the script named in its section; re-run it to refresh.\n"
 
 
@@ -37,14 +38,43 @@ def write_section(title: str, body: str, command: str | None = None) -> None:
     print(section)
 
 
-def replace_section(section: str, path: Path = DOC) -> None:
-    """``section`` starts with its ``## title`` line; it replaces that section of ``path`` or is appended."""
+def doc_path() -> Path:
+    """docs/benchmarks.md, or the file named by the environment variable ``UNIFIED_ANOMALY_BENCHMARKS_DOC``."""
+    return Path(os.environ.get(DOC_ENV) or DOC)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (``ru_maxrss``; Linux reports KiB), in MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def replace_section(section: str, path: Path | None = None) -> None:
+    """``section`` starts with its ``## title`` line; it replaces that section of ``path`` or is appended.
+
+    A section that reports no peak RSS gets the benchmark process's peak so far (all its model runs together).
+    """
+    path = Path(path) if path is not None else doc_path()
     title = section.splitlines()[0]
     if not title.startswith("## "):
         raise ValueError(f"a section starts with '## <title>', not {title!r}")
+    if "peak rss" not in section.lower():
+        section = (section.rstrip("\n") + f"\n\nPeak RSS of the benchmark process (ru_maxrss, every model run "
+                   f"of it together, data included): {peak_rss_mb():.0f} MB.\n")
     text = path.read_text() if path.exists() else HEADER
     pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     block = section.rstrip("\n") + "\n\n"
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def replace_preamble(preamble: str, path: Path | None = None) -> None:
+    """Replaces everything before the first ``## `` section (title, intro, run-all header) with ``preamble``."""
+    path = Path(path) if path is not None else doc_path()
+    text = path.read_text() if path.exists() else HEADER
+    match = re.search(r"^## ", text, re.M)
+    rest = text[match.start():] if match else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(preamble.rstrip("\n") + "\n\n" + rest.rstrip("\n") + "\n")

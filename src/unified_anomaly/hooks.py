@@ -61,6 +61,8 @@ class ProjectHooks:
         self._catalog = None
         self._tags: dict[str, str] = {}
         self._tagged = False
+        self._run_id: str | None = None
+        self._evaluations: dict[str, dict[str, float]] = {}
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -97,6 +99,8 @@ class ProjectHooks:
             "git_dirty": str(dirty).lower(),
         }
         self._tagged = False
+        self._run_id = None
+        self._evaluations = {}
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs) -> None:
@@ -108,6 +112,7 @@ class ProjectHooks:
         if not self._tagged:
             mlflow.set_tags(self._tags)
             self._tagged = True
+            self._run_id = mlflow.active_run().info.run_id
         for name in node.inputs:
             version = _load_version(catalog, name)
             if version:
@@ -120,11 +125,20 @@ class ProjectHooks:
         """A versioned save uses the session id as its version."""
         import mlflow
 
+        if dataset_name.endswith(".metric_values") and isinstance(data, dict):  # {model}.metric_values
+            self._evaluations[dataset_name.rsplit(".", 1)[0]] = data
         if mlflow.active_run() is None:
             return
         if dataset_name == "ingested_images":
             mlflow.set_tag("dataset_version", self._tags.get("kedro_session_id", ""))
         log_artifact_if_marked(_dataset(self._catalog, dataset_name), dataset_name)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        """A short summary when the run evaluated models: its MLflow run, nested runs, best model per metric."""
+        from unified_anomaly.reporting import summarise_run
+
+        summarise_run(self._run_id, self._evaluations, dataset=self._tags.get("dataset", ""))
 
 
 def _non_main_rank() -> bool:

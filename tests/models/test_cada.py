@@ -249,3 +249,20 @@ def test_fit_without_labels_finds_the_classes_and_round_trips(tmp_path):
     images = _images(2)
     assert torch.allclose(loaded.model.predict(images).anomaly_map, model.predict(images).anomaly_map, atol=1e-6)
     assert loaded.info["tags"]["setting"] == "class_agnostic"
+
+
+def test_targets_use_held_out_scores_fall_back_when_few_and_take_the_gamma_quantile():
+    """u, γ from a group's validation scores; a group with too few of them falls back to train + val;
+    ``gamma_quantile`` < 1 replaces the maximum by that quantile."""
+    train_scores = np.array([0.0, 0.0, 0.0, 10.0, 10.0, 10.0])
+    train_cats = ["a"] * 3 + ["b"] * 3
+    val_scores = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 20.0])
+    val_cats = ["a"] * 5 + ["b"]
+    features = np.zeros((6, 2)), np.zeros((6, 2))
+    settings = CADAFitSettings(target_method="labels", min_scores_per_group=3)
+    _, stats, report = form_targets(features[0], train_scores, features[1], val_scores, settings, train_cats, val_cats)
+    assert tuple(stats[0]) == (3.0, 5.0)  # a: held-out scores only (mean 3, max 5), not the biased train ones
+    assert tuple(stats[1]) == (12.5, 20.0) and report.fallback_groups == ["1"]  # b: 1 held-out score < 3
+    settings = CADAFitSettings(target_method="labels", min_scores_per_group=3, gamma_quantile=0.5)
+    _, stats, _ = form_targets(features[0], train_scores, features[1], val_scores, settings, train_cats, val_cats)
+    assert tuple(stats[0]) == (3.0, 3.0)

@@ -98,17 +98,27 @@ def evaluate_predictions(
     aupro_num_thresholds: int = 200,
     n_threads: int | None = None,
     curves: dict | None = None,
+    base_predictions: Mapping[str, np.ndarray] | None = None,
+    base_threshold: float | None = None,
 ) -> pd.DataFrame:
     """The metric table of one model: rows = categories + ``mean`` (class_separated), ``pooled``
     (class_agnostic), ``class_aware_pooled`` (class_aware); columns = metric names (see settings.py).
 
     curves: a dict to fill with ``curves[row] = {"image_roc": (x, y), ...}`` for the plots.
+    base_predictions: for a CADA-wrapped model, its base model's raw predictions (``base_model_view``, same
+    rows): class_separated and class_aware are computed on them (with ``base_threshold`` and ``class_stats``
+    of the base's scores), class_agnostic on ``predictions`` (CADA's normalised outputs).
     """
     curves = {} if curves is None else curves
     settings = check_settings(list(settings))
     categories, class_ids, masks = test_rows(predictions, store)
     scores, labels = predictions["image_scores"], predictions["labels"]
     maps = predictions.get("anomaly_maps")
+    pooled_scores, pooled_maps, pooled_threshold = scores, maps, threshold
+    if base_predictions is not None:  # CADA: the base's raw outputs for the per-class and oracle settings
+        if not np.array_equal(base_predictions["indices"], predictions["indices"]):
+            raise ValueError("base_predictions must hold the same rows, in the same order, as predictions")
+        scores, maps, threshold = base_predictions["image_scores"], base_predictions.get("anomaly_maps"), base_threshold
     if maps is not None and not masks.any():
         logger.warning("the test split has no anomalous mask pixel: pixel metrics will be NaN")
     options = dict(aupro_fpr_limit=aupro_fpr_limit, aupro_num_thresholds=aupro_num_thresholds, n_threads=n_threads)
@@ -132,12 +142,12 @@ def evaluate_predictions(
     single = len(parts) == 1 and CLASS_SEPARATED in settings
     if CLASS_AGNOSTIC in settings:
         logger.info("pooled metrics over %d categories (class-agnostic)", len(parts))
-        if single:
+        if single and base_predictions is None:
             rows[POOLED_ROW] = _image_pixel_only(rows[next(iter(parts))])
             curves[POOLED_ROW] = curves[next(iter(parts))]
         else:
             curves[POOLED_ROW] = {}
-            rows[POOLED_ROW] = compute_metrics(scores, labels, maps, masks, threshold=threshold,
+            rows[POOLED_ROW] = compute_metrics(pooled_scores, labels, pooled_maps, masks, threshold=pooled_threshold,
                                                curves=curves[POOLED_ROW], **options)
     if CLASS_AWARE in settings:
         if class_stats is None:

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unified_anomaly.data.store import ImageStore
+from unified_anomaly.models.cada import PER_IMAGE_EXTRAS
 from unified_anomaly.models.contract import AnomalyModel, pick_device
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ def predict_store(
     Returns ``indices`` (int64), ``image_scores`` (float64, raw), ``labels`` (uint8, 1 = anomalous) and, with
     ``keep_maps``, ``anomaly_maps`` (float32 N×S×S, raw). Classifying models also give ``class_argmax``
     (uint8 N×S×S: argmax over the anomaly classes of the class logits, 0-based, normal excluded) and, when
-    the model returns it, ``image_classes`` (int64, 0 = normal).
+    the model returns it, ``image_classes`` (int64, 0 = normal). A CADA-wrapped model also gives its per-image
+    statistics ``cada_u`` and ``cada_gamma`` (float64), from which the base model's raw outputs are recovered
+    (``evaluation.settings.base_model_view``).
     """
     indices = np.asarray(indices, dtype=np.int64)
     device = pick_device(device) if isinstance(device, str) else device
@@ -45,6 +48,7 @@ def predict_store(
     maps = np.empty((n, size, size), dtype=np.float32) if keep_maps else None
     class_argmax: np.ndarray | None = None
     image_classes: np.ndarray | None = None
+    per_image: dict[str, np.ndarray] = {}
     categories = store.manifest["category"].to_numpy()[indices]
     # A model holding several categories' classes (UniADC) is told which category an image is from, so
     # its class ids are that category's own, as in the store's masks.
@@ -74,6 +78,10 @@ def predict_store(
                     if class_argmax is None:
                         class_argmax = np.zeros((n, size, size), dtype=np.uint8)
                     class_argmax[where] = output.class_logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                for name in PER_IMAGE_EXTRAS:
+                    if name in output.extras:
+                        values = output.extras[name].detach().reshape(-1).double().cpu().numpy()
+                        per_image.setdefault(name, np.full(n, np.nan))[where] = values
                 if output.image_class is not None:
                     if image_classes is None:
                         image_classes = np.zeros(n, dtype=np.int64)
@@ -87,6 +95,7 @@ def predict_store(
         result["class_argmax"] = class_argmax
     if image_classes is not None:
         result["image_classes"] = image_classes
+    result.update(per_image)
     logger.info("predicted %d images (%s maps) on %s", n, "with" if keep_maps else "without", device)
     return result
 

@@ -11,6 +11,11 @@
 Per-category metrics are invariant to a per-category positive affine map, so class-aware normalisation
 changes only the pooled numbers; hence a prefix is needed only for the pooled rows, and every model logs
 the same names whatever it is.
+
+A CADA-wrapped model (``rd_cada``, ``uniad_cada``) is evaluated as the study defines it: class_separated and
+class_aware on its BASE model's raw outputs, class_agnostic on its CADA-normalised outputs. Its predictions
+carry the per-image ``cada_u``/``cada_gamma``, so :func:`base_model_view` recovers the base's raw maps and
+scores without a second pass (the normalisation is a per-image positive affine map).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from unified_anomaly.models.cada import apply_class_statistics
+from unified_anomaly.models.cada import PER_IMAGE_EXTRAS, apply_class_statistics, denormalise
 from unified_anomaly.models.cada import class_statistics as group_statistics
 
 CLASS_SEPARATED = "class_separated"
@@ -65,3 +70,18 @@ def class_aware_normalise(
             "them; choose another evaluate.class_aware_reference_split or drop 'class_aware' from the settings"
         )
     return apply_class_statistics(maps, np.asarray(scores, dtype=np.float64), categories, dict(stats))
+
+
+def base_model_view(predictions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The BASE model's raw predictions behind a CADA model's normalised ones, or None for a plain model.
+
+    ``s = u + (γ − u)·s'`` per image with CADA's own ``cada_u``/``cada_gamma``: the base's raw maps and image
+    scores up to float rounding (``tests/evaluation/test_evaluation.py`` checks it against the base itself)."""
+    if not all(name in predictions for name in PER_IMAGE_EXTRAS):
+        return None
+    u, gamma = (np.asarray(predictions[name], dtype=np.float64) for name in PER_IMAGE_EXTRAS)
+    view = {k: v for k, v in predictions.items() if k not in PER_IMAGE_EXTRAS}
+    view["image_scores"] = denormalise(np.asarray(predictions["image_scores"], dtype=np.float64), u, gamma)
+    if "anomaly_maps" in predictions:
+        view["anomaly_maps"] = denormalise(np.asarray(predictions["anomaly_maps"]), u, gamma)
+    return view

@@ -39,6 +39,8 @@ POOLINGS = ("mean", "mean_std")
 HEADS = ("prototypes", "mlp")
 TARGET_METHODS = ("clusters", "labels", "single")
 SCORE_SOURCES = ("val", "train", "train+val")
+# Per-image statistics a CADA prediction carries in ``Predictions.extras`` (kept by the evaluation).
+PER_IMAGE_EXTRAS = ("cada_u", "cada_gamma")
 
 
 # ------------------------------------------------------------------------------------------- normalisation

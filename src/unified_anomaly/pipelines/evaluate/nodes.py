@@ -24,6 +24,7 @@ from unified_anomaly.evaluation import (
     resolve_threshold_method,
 )
 from unified_anomaly.evaluation.mlflow_logging import log_evaluation, run_tags
+from unified_anomaly.evaluation.settings import base_model_view
 from unified_anomaly.metrics import AUPRO_VARIANT
 from unified_anomaly.models.bundle import ModelBundle
 
@@ -55,9 +56,21 @@ def choose_threshold(
     model_card: dict[str, Any], reference_predictions: dict[str, np.ndarray], images: ImageStore,
     params: dict[str, Any],
 ) -> dict[str, Any]:
-    """The image threshold: the one stored with the model, else calibrated here on the validation split."""
+    """The image threshold: the one stored with the model, else calibrated here on the validation split.
+
+    A CADA model gets a second one, ``base_threshold``, for its base model's raw scores (class_separated)."""
+    threshold = _threshold(model_card["name"], model_card.get("threshold"), reference_predictions, images, params)
+    base = base_model_view(reference_predictions)
+    if base is not None:
+        stored = (model_card.get("info") or {}).get("base_threshold")
+        base_threshold = _threshold(f"{model_card['name']} base", stored, base, images, params)
+        threshold.update({"base_threshold": base_threshold["threshold"], "base_source": base_threshold["source"]})
+    return threshold
+
+
+def _threshold(name: str, stored: float | None, reference_predictions: dict[str, np.ndarray], images: ImageStore,
+               params: dict[str, Any]) -> dict[str, Any]:
     options = params["threshold"]
-    stored = model_card.get("threshold")
     if options.get("use_stored", True) and stored is not None:
         return {"threshold": float(stored), "source": "model bundle (calibrated by its training pipeline)"}
     split = options["split"]
@@ -67,8 +80,7 @@ def choose_threshold(
     scores, labels = reference_predictions["image_scores"][rows], reference_predictions["labels"][rows]
     method = resolve_threshold_method(labels, options["method"])
     value = calibrate_threshold(scores, labels, method=method, quantile=float(options.get("quantile", 0.99)))
-    logger.warning("the %s bundle stores no threshold: calibrated %.6g on %s (%s)", model_card["name"], value,
-                   split, method)
+    logger.warning("the %s bundle stores no threshold: calibrated %.6g on %s (%s)", name, value, split, method)
     return {"threshold": value, "source": f"calibrated at evaluation on {split} ({method})"}
 
 
@@ -78,19 +90,21 @@ def compute_evaluation(
 ) -> tuple[pd.DataFrame, dict[str, float], dict[str, np.ndarray]]:
     """Metric table (categories, mean, pooled rows), the flat metric dict logged to MLflow, and plot curves."""
     settings = list(params["settings"])
+    # A CADA model: class_separated and class_aware on its base model's raw outputs (evaluation/settings.py).
+    base_test, base_reference = base_model_view(test_predictions), base_model_view(reference_predictions)
+    reference = reference_predictions if base_reference is None else base_reference
     stats = None
     if CLASS_AWARE in settings:
-        rows = _rows_of_split(reference_predictions, images, params["class_aware_reference_split"])
-        categories = images.manifest["category"].to_numpy()[reference_predictions["indices"][rows]]
-        stats = class_statistics(reference_predictions["image_scores"][rows], categories,
-                                 reference_predictions["labels"][rows])
+        rows = _rows_of_split(reference, images, params["class_aware_reference_split"])
+        categories = images.manifest["category"].to_numpy()[reference["indices"][rows]]
+        stats = class_statistics(reference["image_scores"][rows], categories, reference["labels"][rows])
     classification = classify(test_predictions, images, threshold=float(params["classification"]["threshold"]))
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     table = evaluate_predictions(
         test_predictions, images, settings=settings, threshold=float(threshold["threshold"]), class_stats=stats,
         classification=classification, aupro_fpr_limit=float(params["aupro"]["fpr_limit"]),
         aupro_num_thresholds=int(params["aupro"]["num_thresholds"]), n_threads=params.get("n_threads"),
-        curves=curves,
+        curves=curves, base_predictions=base_test, base_threshold=threshold.get("base_threshold"),
     )
     values = flatten_table(table, per_category=bool(params.get("per_category_metrics", True)))
     flat_curves = {
@@ -118,6 +132,8 @@ def report_to_mlflow(
         tags = run_tags(model_name, model_card, images.dataset, extra={
             "evaluation_settings": ",".join(params["settings"]),
             "threshold_source": threshold["source"],
+            # CADA models: class_separated / class_aware rows come from the base model's raw outputs
+            "class_separated_scores": "base model (raw)" if "base_threshold" in threshold else "model",
             "aupro_variant": AUPRO_VARIANT,
             "classification_normalisation": "test-set min-max per category (UniADC rule)"
             if classification else "not a classifying model",

@@ -240,7 +240,22 @@ def train_uniadc(
         "threshold_source": "validation (val normals + held-out synthetic anomalies), F1-max on image scores",
     }
     bundle = ModelBundle("uniadc", model.bundle_config(), model, threshold=history["image_threshold"], info=info)
-    return bundle, history_frame(history)
+    frame = history_frame(history)
+    _log_training(tags, frame)
+    return bundle, frame
+
+
+def _log_training(tags: dict[str, str], frame: pd.DataFrame) -> None:
+    """The weights / synthesis tags and the loss and validation curves (step = epoch) on the active MLflow run."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    mlflow.set_tags(tags)
+    for row in frame.to_dict("records"):
+        values = {f"train_{k}" if not k.startswith("val_") else k: float(v) for k, v in row.items()
+                  if k not in {"epoch", "selected"} and pd.notna(v)}
+        mlflow.log_metrics(values, step=int(row["epoch"]))
 
 
 def _synthesis_backend(synthetic: ImageStore | None) -> str:

@@ -27,7 +27,7 @@ from unified_anomaly.synthesis.priors import resolve_priors
 logger = logging.getLogger(__name__)
 
 SETTINGS = ("zero_shot", "few_shot")
-MANIFEST_EXTRAS = ["setting", "backend", "seed", "prompt", "score", "source_index"]
+MANIFEST_EXTRAS = ["setting", "backend", "seed", "prompt", "score", "source_index", "support_index"]
 
 
 def backend_from_params(params: dict[str, Any]):

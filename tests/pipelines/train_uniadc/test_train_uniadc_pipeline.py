@@ -94,6 +94,32 @@ def test_selection_follows_kn_ka_and_never_reads_test(stores):
     assert zero_summary["tile"]["support"] == 0 and zero.is_real.sum() == 2
 
 
+def _with_sources(synthetic: ImageStore, ingested: ImageStore, rank: int, support_rank: int = -1) -> ImageStore:
+    """The synthetic store with source / support rows as the synthesize pipeline records them."""
+    manifest = synthetic.manifest.copy()
+    sources, supports = [], []
+    for category in manifest["category"]:
+        sources.append(int(ingested.select(split="train", category=category, label="normal", max_rank=rank + 1)[-1]))
+        support = ingested.select(split="support", category=category, label="anomaly", max_rank=support_rank + 1)
+        supports.append(int(support[-1]) if support_rank >= 0 else -1)
+    manifest["source_index"], manifest["support_index"] = sources, supports
+    return ImageStore(manifest, synthetic.images, synthetic.masks, synthetic.class_names, synthetic.size, "toy")
+
+
+def test_synthetic_images_from_normals_outside_kn_are_refused(stores):
+    ingested, synthetic = stores
+    # made from the second normal (rank 1): fine for kn=2, a leak of a real image for kn=1
+    from_rank1 = _with_sources(synthetic, ingested, rank=1)
+    select_training_data(ingested, from_rank1, _params("zero_shot", kn=2))
+    with pytest.raises(ValueError, match="synthesize.kn=1"):
+        select_training_data(ingested, from_rank1, _params("zero_shot", kn=1))
+    # few-shot pastes from the second support sample: fine for ka=2, refused for ka=1
+    pasted = _with_sources(synthetic, ingested, rank=0, support_rank=1)
+    select_training_data(ingested, pasted, _params("few_shot", kn=1, ka=2))
+    with pytest.raises(ValueError, match="synthesize.ka=1"):
+        select_training_data(ingested, pasted, _params("few_shot", kn=1, ka=1))
+
+
 def test_missing_synthesis_gives_a_clear_error(stores):
     ingested, _ = stores
     with pytest.raises(ValueError, match="synthesize"):

@@ -115,6 +115,7 @@ def select_training_data(
         if synthetic is not None and category in synthetic.class_names:
             rows = synthetic.select(split="train", category=category, label=ANOMALY)
             rows = _filter_rows(synthetic, rows, params.get("synthetic_filter") or {})
+            check_synthetic_shots(synthetic, rows, normals, support, setting, kn, ka)
             held_out = _hold_out(synthetic, rows, float(params.get("val_synthetic_fraction", 0.2)), rng)
             kept = np.setdiff1d(rows, held_out)
             train_parts.append(_take(synthetic, kept, offsets, real=False, class_map=class_map))
@@ -129,6 +130,36 @@ def select_training_data(
                          "or use setting few_shot with support anomalies")
     logger.info("UniADC data (%s, kn=%d, ka=%d): %s", setting, kn, ka, summary)
     return train, val, summary
+
+
+def check_synthetic_shots(synthetic: ImageStore, rows: np.ndarray, normals: np.ndarray, support: np.ndarray,
+                          setting: str, kn: int, ka: int) -> None:
+    """Synthetic anomalies must be built from this run's shots only: their source normals among the Kn normals
+    and (few-shot) their pasted regions from the Ka support samples. Otherwise more real images than Kn / Ka
+    would reach training through the synthetic store (e.g. ``synthesize.kn: 2`` with ``train_uniadc.kn: 1``).
+    A zero-shot synthetic store under a few-shot run (or the reverse) is allowed but logged."""
+    manifest = synthetic.manifest
+    if "source_index" in manifest.columns and len(rows):
+        sources = set(manifest["source_index"].to_numpy()[rows].astype(int).tolist())
+        outside = sorted(sources - set(np.asarray(normals).astype(int).tolist()))
+        if outside:
+            raise ValueError(
+                f"synthetic_images were made from ingested rows {outside[:5]}, which are not among the first "
+                f"kn={kn} training normals of this run; re-run `kedro run --pipeline synthesize --params "
+                f"synthesize.kn={kn}` (synthesize.kn must equal train_uniadc.kn)")
+    if "support_index" in manifest.columns and len(rows):
+        used = set(manifest["support_index"].to_numpy()[rows].astype(int).tolist()) - {-1}
+        outside = sorted(used - set(np.asarray(support).astype(int).tolist()))
+        if outside:
+            raise ValueError(
+                f"synthetic_images paste regions of support rows {outside[:5]}, which are not among this run's "
+                f"{'first ka=' + str(ka) if setting == 'few_shot' else 'zero (zero_shot)'} support samples; re-run "
+                f"synthesize with synthesize.setting={setting} and synthesize.ka={ka}")
+    if "setting" in manifest.columns and len(rows):
+        made = sorted(set(manifest["setting"].to_numpy()[rows].astype(str)))
+        if made != [setting]:
+            logger.warning("train_uniadc.setting=%s trains on synthetic images made with setting %s "
+                           "(UniADC pairs each setting with its own synthesis)", setting, made)
 
 
 def _filter_rows(store: ImageStore, rows: np.ndarray, wanted: dict[str, Any]) -> np.ndarray:
@@ -209,7 +240,22 @@ def train_uniadc(
         "threshold_source": "validation (val normals + held-out synthetic anomalies), F1-max on image scores",
     }
     bundle = ModelBundle("uniadc", model.bundle_config(), model, threshold=history["image_threshold"], info=info)
-    return bundle, history_frame(history)
+    frame = history_frame(history)
+    _log_training(tags, frame)
+    return bundle, frame
+
+
+def _log_training(tags: dict[str, str], frame: pd.DataFrame) -> None:
+    """The weights / synthesis tags and the loss and validation curves (step = epoch) on the active MLflow run."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    mlflow.set_tags(tags)
+    for row in frame.to_dict("records"):
+        values = {f"train_{k}" if not k.startswith("val_") else k: float(v) for k, v in row.items()
+                  if k not in {"epoch", "selected"} and pd.notna(v)}
+        mlflow.log_metrics(values, step=int(row["epoch"]))
 
 
 def _synthesis_backend(synthetic: ImageStore | None) -> str:

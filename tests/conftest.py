@@ -126,7 +126,8 @@ def run_kedro(project: Path, *args: str, check: bool = True):
     import subprocess
     import sys
 
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(project / "src")}
+    # A wide console: rich would otherwise fold long paths in messages across lines.
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(project / "src"), "COLUMNS": "1000"}
     result = subprocess.run([sys.executable, "-m", "kedro", *args], cwd=project, env=env, capture_output=True,
                             text=True, timeout=900)
     if check and result.returncode != 0:

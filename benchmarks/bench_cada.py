@@ -25,10 +25,11 @@ Settings (all on the same test images; for a CADA model as ``evaluate`` computes
 
 Usage (from the repository root)::
 
-    python benchmarks/bench_cada.py [--rd-epochs 20] [--uniad-epochs 4] [--threads 1] [--no-uniad] [--cache DIR]
+    python benchmarks/bench_cada.py [--rd-epochs 20] [--uniad-epochs 4] [--threads 1] [--bases RD,UniAD] [--cache DIR]
 
 Prints a Markdown table and replaces the ``## CADA on a multi-class mix`` section of docs/benchmarks.md.
-``--cache DIR`` keeps the decoded mix and the trained bases, so CADA variants can be re-measured cheaply.
+``--cache DIR`` keeps the decoded mix, the trained bases and each base's results, so CADA variants can be
+re-measured cheaply and two runs (``--bases RD`` and ``--bases UniAD``, e.g. in parallel) share one report.
 """
 
 from __future__ import annotations

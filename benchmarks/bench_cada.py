@@ -38,6 +38,7 @@ import argparse
 import datetime as dt
 import io
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -345,10 +346,10 @@ def main() -> None:
     parser.add_argument("--gamma-quantile", type=float, default=None, help="CADA's γ (default: parameters file)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", type=Path, default=None, help="keep the mix and the trained bases here")
-    parser.add_argument("--load-note", default="taken while other jobs shared the CPU; re-run on a quiet machine")
+    parser.add_argument("--load-note", default=None, help="default: the load average measured at the end")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     if not (MTD / "split.csv").is_file():
@@ -419,7 +420,8 @@ def main() -> None:
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or 'CPU'}",
             "device": str(device), "threads": args.threads, "date": dt.date.today().isoformat(),
             "counts": ", ".join(f"{s} {lab} {n}" for (s, lab), n in counts.items()) + f" (over {len(classes)} classes)",
-            "rd": described["RD"], "uniad": described["UniAD"], "classes": classes, "load": args.load_note,
+            "rd": described["RD"], "uniad": described["UniAD"], "classes": classes, "load": args.load_note
+            or f"load average {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores at the end",
             "cada": ("targets from k-means on the pooled base-encoder features (k chosen by silhouette), u = mean "
                      f"and γ = {gamma_name} of the base's scores on each cluster's validation normals"),
         }

@@ -337,7 +337,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--settings", default="zs1,fs11,fs21")
     parser.add_argument("--epochs", type=int, default=None, help="override training.epochs (default from conf)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--store", default="auto",
                         help="an ingested ImageStore folder (auto: the newest `kedro run --env mtd --pipeline "
                              "ingest` output, else MTD is decoded here)")

@@ -88,12 +88,13 @@ WHY = """Why targets are missed (docs/methods/uniadc.md, "Diagnosis"):
 - **Few-shot.** Every batch holds all Ka × 5 real anomalies (the paper's batching) and the few-shot synthetic
   images are cut-pastes of the same few regions (no repainting model); validation (held-out cut-pastes) cannot
   see the over-fit. Pixel metrics gain from the real defects, image scores less so.
-- **Scale.** Fusion width 128 (paper 1024), 256² (paper 512²), and in this run the iterations given in the
-  header (the paper: 250) because the 2-core machine was shared; the paper's MTD split is unpublished.
-- **This run vs the previous one.** The previous run (250 iterations, the `anomaly_categories.yaml` MTD priors)
-  gave zero-shot Kn=1 73.86 / Acc 15.20 and few-shot Kn=2/Ka=1 62.69 / 37.54. This run (125 iterations on a
-  shared machine, the new MTD priors in conf) is lower in I-AUROC; the two changes were not separated. To be
-  re-run with `--epochs 50` on a quiet machine; if still lower, the priors commit is to be reverted."""
+- **Scale.** Fusion width 128 (paper 1024), 256² (paper 512²), the iterations given in the header (default
+  250, as the paper); the paper's MTD split is unpublished.
+- **Synthesis priors.** An earlier run (250 iterations, the MTD priors of `anomaly_categories.yaml`) gave
+  zero-shot Kn=1 73.86 / Acc 15.20 and few-shot Kn=2/Ka=1 62.69 / 37.54; with the redrawn MTD priors now in conf
+  (quiet machine, 250 iterations) zero-shot detection is 13 points lower and its accuracy 8 points higher,
+  few-shot about the same. Picking one set by these test figures would be selection on test: the choice waits
+  for a selection set of real anomalies outside test (in zero-shot, the few-shot support pool is unused)."""
 ANOMALIB_PATCHCORE = {"zs1": 73.91, "zs2": 74.60, "fs11": 73.91, "fs21": 74.60}
 
 

@@ -139,27 +139,32 @@ def check_synthetic_shots(synthetic: ImageStore, rows: np.ndarray, normals: np.n
     would reach training through the synthetic store (e.g. ``synthesize.kn: 2`` with ``train_uniadc.kn: 1``).
     A zero-shot synthetic store under a few-shot run (or the reverse) is allowed but logged."""
     manifest = synthetic.manifest
-    if "source_index" in manifest.columns and len(rows):
-        sources = set(manifest["source_index"].to_numpy()[rows].astype(int).tolist())
-        outside = sorted(sources - set(np.asarray(normals).astype(int).tolist()))
-        if outside:
-            raise ValueError(
-                f"synthetic_images were made from ingested rows {outside[:5]}, which are not among the first "
-                f"kn={kn} training normals of this run; re-run `kedro run --pipeline synthesize --params "
-                f"synthesize.kn={kn}` (synthesize.kn must equal train_uniadc.kn)")
-    if "support_index" in manifest.columns and len(rows):
-        used = set(manifest["support_index"].to_numpy()[rows].astype(int).tolist()) - {-1}
-        outside = sorted(used - set(np.asarray(support).astype(int).tolist()))
-        if outside:
-            raise ValueError(
-                f"synthetic_images paste regions of support rows {outside[:5]}, which are not among this run's "
-                f"{'first ka=' + str(ka) if setting == 'few_shot' else 'zero (zero_shot)'} support samples; re-run "
-                f"synthesize with synthesize.setting={setting} and synthesize.ka={ka}")
+    outside = _indices_outside(manifest, "source_index", rows, normals)
+    if outside:
+        raise ValueError(
+            f"synthetic_images were made from ingested rows {outside[:5]}, which are not among the first "
+            f"kn={kn} training normals of this run; re-run `kedro run --pipeline synthesize --params "
+            f"synthesize.kn={kn}` (synthesize.kn must equal train_uniadc.kn)")
+    outside = _indices_outside(manifest, "support_index", rows, support, ignore=-1)
+    if outside:
+        raise ValueError(
+            f"synthetic_images paste regions of support rows {outside[:5]}, which are not among this run's "
+            f"{'first ka=' + str(ka) if setting == 'few_shot' else 'zero (zero_shot)'} support samples; re-run "
+            f"synthesize with synthesize.setting={setting} and synthesize.ka={ka}")
     if "setting" in manifest.columns and len(rows):
         made = sorted(set(manifest["setting"].to_numpy()[rows].astype(str)))
         if made != [setting]:
             logger.warning("train_uniadc.setting=%s trains on synthetic images made with setting %s "
                            "(UniADC pairs each setting with its own synthesis)", setting, made)
+
+
+def _indices_outside(manifest: pd.DataFrame, column: str, rows: np.ndarray, allowed: np.ndarray,
+                     ignore: int | None = None) -> list[int]:
+    """The values of ``column`` at ``rows`` that are not in ``allowed`` (none when the column is absent)."""
+    if column not in manifest.columns or not len(rows):
+        return []
+    used = set(manifest[column].to_numpy()[rows].astype(int).tolist()) - {ignore}
+    return sorted(used - set(np.asarray(allowed).astype(int).tolist()))
 
 
 def _filter_rows(store: ImageStore, rows: np.ndarray, wanted: dict[str, Any]) -> np.ndarray:

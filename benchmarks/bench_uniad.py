@@ -130,19 +130,24 @@ def run(backbone: str, data: dict, params: dict, args) -> dict:
                                 description="features (val)")
     feature_seconds_all = time.perf_counter() - started
 
+    # selection set for comparing configurations without the test split: val normals + support anomalies
+    selection_set = {k: np.concatenate([data[f"val_{k}"], data[f"support_{k}"]]) for k in ("images", "labels", "masks")}
+
     def curve(epoch, trained):
         if args.eval_every and epoch % args.eval_every == 0 and epoch < training["epochs"]:
-            metrics, _ = evaluate(trained, data["test_images"], data["test_labels"], data["test_masks"])
-            print(f"  [diagnostic, test] {backbone} epoch {epoch}: I-AUROC {metrics['image_AUROC']:.1f} "
-                  f"P-AUROC {metrics['pixel_AUROC']:.1f} AUPRO {metrics['pixel_AUPRO']:.1f}", flush=True)
+            for name, (images, labels, masks) in {
+                "selection": (selection_set["images"], selection_set["labels"], selection_set["masks"]),
+                "diagnostic, test": (data["test_images"], data["test_labels"], data["test_masks"]),
+            }.items():
+                metrics, _ = evaluate(trained, images, labels, masks)
+                print(f"  [{name}] {backbone} epoch {epoch}: I-AUROC {metrics['image_AUROC']:.1f} "
+                      f"P-AUROC {metrics['pixel_AUROC']:.1f} AUPRO {metrics['pixel_AUPRO']:.1f}", flush=True)
             trained.train()
 
     config = UniADTrainConfig(**training)
     model, history, summary = train_uniad(model, train, val, config, on_epoch_end=curve)
     metrics, img_per_s = evaluate(model, data["test_images"], data["test_labels"], data["test_masks"],
                                   args.inference_batch)
-    # selection set for comparing configurations without the test split: val normals + support anomalies
-    selection_set = {k: np.concatenate([data[f"val_{k}"], data[f"support_{k}"]]) for k in ("images", "labels", "masks")}
     chosen, _ = evaluate(model, selection_set["images"], selection_set["labels"], selection_set["masks"])
     return {
         "backbone": backbone,

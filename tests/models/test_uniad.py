@@ -14,8 +14,11 @@ from unified_anomaly.models.bundle import ModelBundle, load_bundle, save_bundle
 from unified_anomaly.models.uniad import (
     Attention,
     UniAD,
+    dropout_scale,
     fast_dropout,
+    feed_forward,
     gaussian_blur,
+    keep_mask,
     neighbour_mask,
     resolve_bf16,
 )
@@ -97,6 +100,54 @@ def test_fast_dropout_drops_about_p_and_keeps_the_mean():
     assert (dropped == 0).float().mean().item() == pytest.approx(26 / 256, abs=0.003)
     assert dropped.mean().item() == pytest.approx(1.0, abs=0.01)
     assert torch.equal(fast_dropout(x, 0.0), x)
+
+
+def test_keep_mask_is_zero_one_in_the_activation_dtype():
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        mask = keep_mask((1000, 100), 0.1, torch.empty(0, dtype=dtype))
+        assert mask.dtype == dtype and set(mask.unique().tolist()) == {0.0, 1.0}
+        assert (mask == 0).float().mean().item() == pytest.approx(26 / 256, abs=0.005)
+    assert keep_mask((4,), 0.0, torch.empty(0)) is None
+    assert dropout_scale(0.1) == 256 / 230 and dropout_scale(0.0) == 1.0
+
+
+def test_feed_forward_in_training_equals_explicit_dropout_with_the_same_masks():
+    """The 1/(1-p) rescalings folded into linear2 (weight × s², bias × s) give exactly dropout → linear2 →
+    dropout; a wrong fold (e.g. s instead of s² on the weight) fails."""
+    torch.manual_seed(0)
+    linear1, linear2, x = torch.nn.Linear(8, 32), torch.nn.Linear(32, 8), torch.randn(3, 5, 8)
+    torch.manual_seed(1)
+    folded = feed_forward(linear1, linear2, x, 0.3, training=True)
+    torch.manual_seed(1)
+    hidden = F.relu(linear1(x))
+    s = dropout_scale(0.3)
+    hidden = hidden * keep_mask(hidden.shape, 0.3, hidden) * s
+    out = linear2(hidden)
+    explicit = out * keep_mask(out.shape, 0.3, out) * s
+    assert torch.allclose(folded, explicit, atol=1e-5)
+    assert (folded == 0).any() and not torch.allclose(folded, linear2(F.relu(linear1(x))), atol=1e-3)
+    assert torch.equal(feed_forward(linear1, linear2, x, 0.3, training=False), linear2(F.relu(linear1(x))))
+
+
+def test_attention_in_training_equals_explicit_dropout_with_the_same_masks():
+    torch.manual_seed(0)
+    attention = Attention(32, 4, dropout=0.2, output_dropout=0.3).train()
+    x, query = torch.randn(2, 16, 32), torch.randn(1, 16, 32)
+    mask = torch.zeros(16, 16).masked_fill(neighbour_mask(4, 4, 3), float("-inf"))
+    torch.manual_seed(1)
+    computed = attention(query, x, x, mask)
+
+    def split(t):
+        return t.view(t.shape[0], -1, 4, 8).transpose(1, 2).expand(2, -1, -1, -1)
+
+    torch.manual_seed(1)
+    q, k, v = split(attention.q_proj(query)), split(attention.k_proj(x)), split(attention.v_proj(x))
+    weights = (q @ k.transpose(-2, -1) / 8**0.5 + mask).softmax(-1)
+    weights = weights * keep_mask((8, 16, 16), 0.2, weights).view(2, 4, 16, 16) * dropout_scale(0.2)
+    out = attention.out_proj((weights @ v).transpose(1, 2).reshape(2, 16, 32))
+    explicit = out * keep_mask(out.shape, 0.3, out) * dropout_scale(0.3)
+    assert torch.allclose(computed, explicit, atol=1e-5)
 
 
 def test_layer_wise_queries_are_distinct_parameters():

@@ -66,7 +66,7 @@ from unified_anomaly.models.cada import (  # noqa: E402
     class_statistics,
     fit_cada,
 )
-from unified_anomaly.models.contract import count_parameters, pick_device  # noqa: E402
+from unified_anomaly.models.contract import count_parameters, pick_device, to_model_input  # noqa: E402
 from unified_anomaly.models.registry import build_model  # noqa: E402
 from unified_anomaly.models.reverse_distillation import train_reverse_distillation  # noqa: E402
 
@@ -168,7 +168,7 @@ def predict_all(model, images: np.ndarray, device, batch_size: int = 16, desc: s
     model.to(device).eval()
     maps, scores = [], []
     for start in tqdm(range(0, len(images), batch_size), desc=desc):
-        batch = torch.from_numpy(images[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255
+        batch = to_model_input(images[start : start + batch_size], device)
         out = model.predict(batch)
         maps.append(out.anomaly_map.float().cpu().numpy().astype(np.float32))
         scores.append(out.image_score.float().cpu().numpy())
@@ -179,7 +179,7 @@ def predict_all(model, images: np.ndarray, device, batch_size: int = 16, desc: s
 def time_inference(models: dict, images: np.ndarray, device, batch_size: int = 16, repeats: int = 5) -> dict:
     """Seconds per image of each model on one batch: the minimum over ``repeats`` passes, models interleaved
     (so a load spike on a shared machine hits all of them alike), after one warm-up pass each."""
-    batch = torch.from_numpy(images[:batch_size]).to(device).permute(0, 3, 1, 2).float() / 255
+    batch = to_model_input(images[:batch_size], device)
     for model in models.values():
         model.to(device).eval().predict(batch)
     times: dict[str, list[float]] = {name: [] for name in models}

@@ -45,6 +45,7 @@ from unified_anomaly.data.ingestion import build_manifest, load_store  # noqa: E
 from unified_anomaly.data.manifest import NORMAL  # noqa: E402
 from unified_anomaly.metrics import compute_metrics  # noqa: E402
 from unified_anomaly.models import build_model  # noqa: E402
+from unified_anomaly.models.contract import to_model_input  # noqa: E402
 from unified_anomaly.models.uniad_training import (  # noqa: E402
     UniADTrainConfig,
     extract_feature_cache,
@@ -85,12 +86,11 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, masks: np.ndarray, b
     """Full inference (backbone included) on the test images: metrics and images per second (after one
     warm-up batch, so one-off kernel set-up is not counted)."""
     model.eval()
-    model.predict(torch.from_numpy(images[:batch_size]).permute(0, 3, 1, 2).float() / 255.0)
+    model.predict(to_model_input(images[:batch_size]))
     maps, scores = [], []
     started = time.perf_counter()
     for batch in batches(images, batch_size):
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0
-        predictions = model.predict(x)
+        predictions = model.predict(to_model_input(batch))
         maps.append(predictions.anomaly_map.float().numpy())
         scores.append(predictions.image_score.float().numpy())
     seconds = time.perf_counter() - started

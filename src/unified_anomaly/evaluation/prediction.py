@@ -10,15 +10,9 @@ from tqdm.auto import tqdm
 
 from unified_anomaly.data.store import ImageStore
 from unified_anomaly.models.cada import PER_IMAGE_EXTRAS
-from unified_anomaly.models.contract import AnomalyModel, pick_device
+from unified_anomaly.models.contract import AnomalyModel, pick_device, to_model_input
 
 logger = logging.getLogger(__name__)
-
-
-def to_model_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 N×H×W×3 (RGB) -> float N×3×H×W in [0, 1] on ``device`` (the model normalises itself)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def predict_store(

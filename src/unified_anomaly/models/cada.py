@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unified_anomaly.models.backbones import FeatureExtractor, build_feature_extractor
-from unified_anomaly.models.contract import Predictions
+from unified_anomaly.models.contract import Predictions, to_model_input
 from unified_anomaly.models.registry import build_model, register_model
 
 logger = logging.getLogger(__name__)
@@ -393,10 +393,6 @@ class CADAFitReport:
         }
 
 
-def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 @torch.no_grad()
 def collect_scores_and_features(
     model: CADAModel, images: np.ndarray, batch_size: int = 16, device: torch.device | str = "cpu",
@@ -407,7 +403,7 @@ def collect_scores_and_features(
     model.to(device).eval()
     scores, pooled = [], []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress):
-        s, f = model.raw_scores_and_features(_to_tensor(images[start : start + batch_size], device))
+        s, f = model.raw_scores_and_features(to_model_input(images[start : start + batch_size], device))
         scores.append(s.float().cpu().numpy())
         pooled.append(f.float().cpu().numpy())
     if not scores:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from unified_anomaly.models import distributed
 from unified_anomaly.models.backbones import FeatureExtractor, build_feature_extractor
-from unified_anomaly.models.contract import Predictions
+from unified_anomaly.models.contract import Predictions, to_model_input
 from unified_anomaly.models.registry import register_model
 
 logger = logging.getLogger(__name__)
@@ -311,11 +311,6 @@ def build_reverse_distillation(
 
 
 # ----------------------------------------------------------------------------------------------- training
-def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 N×S×S×3 → float N×3×S×S in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 def train_reverse_distillation(
     model: ReverseDistillation,
     images: np.ndarray,
@@ -344,7 +339,7 @@ def train_reverse_distillation(
         raise ValueError("no training images: the train split holds no normal image")
     cache: list[torch.Tensor] | None = None
     if cache_features:
-        chunks = [model.encode(_to_tensor(images[i : i + batch_size], device)) for i in range(0, n, batch_size)]
+        chunks = [model.encode(to_model_input(images[i : i + batch_size], device)) for i in range(0, n, batch_size)]
         cache = [torch.cat([c[s] for c in chunks]) for s in range(len(chunks[0]))]
     history: list[float] = []
     for _epoch in tqdm(range(epochs), desc="RD epochs", disable=not (progress and world.is_main)):
@@ -357,7 +352,7 @@ def train_reverse_distillation(
             if cache is not None:
                 encoded = [c[torch.from_numpy(index).to(c.device)] for c in cache]
             else:
-                encoded = model.encode(_to_tensor(images[np.sort(index)], device))
+                encoded = model.encode(to_model_input(images[np.sort(index)], device))
             loss = cosine_distance_loss(encoded, decode(encoded))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

@@ -331,6 +331,7 @@ class UniAD(nn.Module):
     def _resize(self, images: Tensor) -> Tensor:
         if images.shape[-2:] == (self.input_size, self.input_size):
             return images
+        images = images.contiguous()  # a channels-last view resizes ~5× slower on a CPU
         return F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
 
     # -------------------------------------------------------------------------------- reconstruction

@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from unified_anomaly.models import distributed
-from unified_anomaly.models.contract import pick_device
+from unified_anomaly.models.contract import pick_device, to_model_input
 from unified_anomaly.models.uniad import UniAD, cpu_has_fast_bf16
 
 logger = logging.getLogger(__name__)
@@ -67,11 +67,7 @@ def seed_everything(seed: int) -> None:
 
 def as_float_images(batch: np.ndarray | Tensor) -> Tensor:
     """uint8 ``N×S×S×3`` (or float ``N×3×H×W`` in ``[0, 1]``) -> float ``N×3×H×W`` in ``[0, 1]``."""
-    if isinstance(batch, np.ndarray):
-        batch = torch.from_numpy(np.ascontiguousarray(batch))
-    if batch.dtype == torch.uint8:
-        return batch.permute(0, 3, 1, 2).float().div_(255.0)
-    return batch.float()
+    return to_model_input(batch)
 
 
 @torch.no_grad()

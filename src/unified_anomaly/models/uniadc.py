@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from unified_anomaly.models.contract import Predictions, pick_device
+from unified_anomaly.models.contract import Predictions, pick_device, to_model_input
 from unified_anomaly.models.registry import register_model
 
 logger = logging.getLogger(__name__)
@@ -552,17 +552,13 @@ class TrainConfig:
         return cls(**known)
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
-
-
 @torch.no_grad()
 def cache_features(model: UniADC, images: np.ndarray, batch_size: int, device: torch.device,
                    desc: str = "features") -> list[torch.Tensor]:
     """Frozen encoder features for all images (exact: the encoder is frozen and there is no augmentation)."""
     chunks: list[list[torch.Tensor]] = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, leave=False):
-        batch = _to_tensor(images[start : start + batch_size]).to(device)
+        batch = to_model_input(images[start : start + batch_size], device)
         chunks.append([f.float().cpu() for f in model.extract(batch)])
     return [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))] if chunks else []
 

@@ -19,7 +19,7 @@ from unified_anomaly.data.manifest import NORMAL
 from unified_anomaly.data.store import ImageStore
 from unified_anomaly.models.bundle import ModelBundle
 from unified_anomaly.models.cada import CADAFitSettings, CADAModel, fit_cada
-from unified_anomaly.models.contract import count_parameters, pick_device
+from unified_anomaly.models.contract import count_parameters, pick_device, to_model_input
 from unified_anomaly.models.registry import build_model
 from unified_anomaly.models.reverse_distillation import model_summary, train_reverse_distillation
 
@@ -48,7 +48,7 @@ def _images(store: ImageStore, indices: np.ndarray) -> np.ndarray:
 def _image_scores(model: Any, images: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
     scores = []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255
+        batch = to_model_input(images[start : start + batch_size], device)
         scores.append(model.predict(batch).image_score.float().cpu().numpy())
     return np.concatenate(scores) if scores else np.zeros(0)
 

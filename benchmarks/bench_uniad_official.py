@@ -1,9 +1,11 @@
 """UniAD next to the official code (zhiyuanyou/UniAD) in one time window: seconds per epoch and images/s.
 
 This machine's speed drifts by 10–30 % from minute to minute, so the ratio between two codes is only honest
-when both run in the same window. This script alternates them: in every round one training epoch of the
-official code, one of ours, then inference of the official model and of ours; the table gives every round
-and the median ratio.
+when both run in the same window. This script alternates them in short rounds: in each, both codes train on
+the same slice of the training images (``--images-per-round``, a quarter epoch by default; cycling through the
+whole set) and then predict the same slice of test images, in alternating order. Per-epoch seconds are the
+slice's time scaled to the 571 images; the table gives the median over rounds of each code and of the
+per-round ratios, with their range.
 
 Data: the 571 real MTD training normals (``../shared/data/mtd``, ``split.csv``) and the first
 ``--inference-images`` test images, decoded once by the project's ingestion at 256².
@@ -24,7 +26,7 @@ Ours: ``conf/base/parameters_train_uniad.yml`` (bf16 autocast where the CPU has 
 Usage (from the repository root)::
 
     git clone https://github.com/zhiyuanyou/UniAD /path/to/UniAD && pip install einops
-    python benchmarks/bench_uniad_official.py --official-repo /path/to/UniAD [--rounds 3] [--no-write]
+    python benchmarks/bench_uniad_official.py --official-repo /path/to/UniAD [--rounds 12] [--no-write]
 """
 
 from __future__ import annotations
@@ -148,7 +150,8 @@ def normalised_224(images: np.ndarray) -> torch.Tensor:
 
 
 def official_epoch(model, loss_fn, optimiser, clip: float, images: torch.Tensor, batch: int, seed: int) -> float:
-    """One epoch of ``train_one_epoch``'s steps (shuffled batches, forward, MSE, backward, clip, AdamW)."""
+    """Seconds for one pass of ``train_one_epoch``'s steps over ``images`` (shuffled batches, forward, MSE,
+    backward, clip, AdamW)."""
     model.train()
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     started = time.perf_counter()
@@ -186,7 +189,7 @@ def our_inference(model, images: np.ndarray, batch: int) -> float:
 def ratio_row(label: str, official: list[float], ours: list[float], higher_is_better: bool) -> str:
     pairs = list(zip(official, ours, strict=True))
     ratios = [(mine / theirs) if higher_is_better else (theirs / mine) for theirs, mine in pairs]
-    cells = " / ".join(f"{theirs:.1f} vs {mine:.1f}" for theirs, mine in pairs)
+    cells = " ".join(f"{ratio:.2f}" for ratio in ratios)
     return (f"| {label} | {statistics.median(official):.1f} | {statistics.median(ours):.1f} | "
             f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) | {cells} |")
 
@@ -195,9 +198,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official-repo", type=Path, default=os.environ.get("UNIAD_OFFICIAL_REPO"),
                         help="checkout of https://github.com/zhiyuanyou/UniAD (or set UNIAD_OFFICIAL_REPO)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--inference-images", type=int, default=160)
+    parser.add_argument("--images-per-round", type=int, default=144, help="training images per round and code")
+    parser.add_argument("--inference-images", type=int, default=48, help="test images per round and code")
     parser.add_argument("--inference-batch", type=int, default=16)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -209,7 +213,7 @@ def main() -> None:
 
     data = load_mtd()
     train_uint8 = data["train_images"]
-    test_uint8 = data["test_images"][: args.inference_images]
+    test_uint8 = data["test_images"]
     train_official, test_official = normalised_224(train_uint8), normalised_224(test_uint8)
 
     official, loss_fn, optimiser, clip, official_batch = official_model(args.official_repo.resolve())
@@ -228,13 +232,23 @@ def main() -> None:
     speed = {"official": [], "ours": []}
     official_inference(official, test_official[: args.inference_batch], args.inference_batch)  # warm-up
     our_inference(ours, test_uint8[: args.inference_batch], args.inference_batch)
+    count, per_round = len(train_uint8), min(args.images_per_round, len(train_uint8))
+
+    def run_official(train_rows: np.ndarray, test_rows: np.ndarray, seed: int) -> None:
+        seconds = official_epoch(official, loss_fn, optimiser, clip, train_official[train_rows], official_batch, seed)
+        epochs["official"].append(seconds * count / per_round)
+        speed["official"].append(official_inference(official, test_official[test_rows], args.inference_batch))
+
+    def run_ours(train_rows: np.ndarray, test_rows: np.ndarray, seed: int) -> None:
+        _, _, summary = train_uniad(ours, features[train_rows], None, UniADTrainConfig(**{**training, "seed": seed}))
+        epochs["ours"].append(summary["seconds_per_epoch"] * count / per_round)
+        speed["ours"].append(our_inference(ours, test_uint8[test_rows], args.inference_batch))
+
     for round_ in range(args.rounds):
-        epochs["official"].append(official_epoch(official, loss_fn, optimiser, clip, train_official,
-                                                 official_batch, round_))
-        _, _, summary = train_uniad(ours, features, None, UniADTrainConfig(**{**training, "seed": round_}))
-        epochs["ours"].append(summary["seconds_per_epoch"])
-        speed["official"].append(official_inference(official, test_official, args.inference_batch))
-        speed["ours"].append(our_inference(ours, test_uint8, args.inference_batch))
+        train_rows = (np.arange(per_round) + round_ * per_round) % count
+        test_rows = (np.arange(args.inference_images) + round_ * args.inference_images) % len(test_uint8)
+        for run in (run_official, run_ours) if round_ % 2 == 0 else (run_ours, run_official):
+            run(train_rows, test_rows, round_)
         print(f"round {round_ + 1}: epoch official {epochs['official'][-1]:.1f} s, ours {epochs['ours'][-1]:.1f} s; "
               f"inference official {speed['official'][-1]:.1f} img/s, ours {speed['ours'][-1]:.1f} img/s",
               flush=True)
@@ -248,13 +262,12 @@ def main() -> None:
         f"(precision {params['model']['precision']}, batch {params['training']['batch_size']}), features cached "
         f"once in {cache_seconds:.1f} s ({len(train_uint8)} images), not included in the per-epoch figure.",
         "",
-        f"Data: {len(train_uint8)} real MTD training normals per epoch; inference on the first {len(test_uint8)} "
-        f"test images, batch {args.inference_batch} for both. {args.rounds} rounds, each: official epoch, our "
-        f"epoch, official inference, our inference, so both codes share every minute's machine speed. "
-        f"{torch.get_num_threads()} torch threads; load average {load:.1f} at the end.",
+        f"Data: the {count} real MTD training normals; {args.rounds} rounds, each: both codes train on the same "
+        f"{per_round} images (seconds scaled to a {count}-image epoch) and predict the same {args.inference_images} "
+        f"test images (batch {args.inference_batch} for both), in alternating order, so both share every minute's "
+        f"machine speed. {torch.get_num_threads()} torch threads; load average {load:.1f} at the end.",
         "",
-        "| figure | official (median) | ours (median) | speed-up, median (range over rounds) | per round: "
-        "official vs ours |",
+        "| figure | official (median) | ours (median) | speed-up, median (range over rounds) | speed-up per round |",
         "|---|---|---|---|---|",
         ratio_row("training epoch, s", epochs["official"], epochs["ours"], higher_is_better=False),
         ratio_row("inference, img/s", speed["official"], speed["ours"], higher_is_better=True),

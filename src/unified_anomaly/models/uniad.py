@@ -120,13 +120,6 @@ def keep_mask(shape: Sequence[int], p: float, like: Tensor) -> Tensor | None:
     return torch.ge(bits.view(torch.uint8)[:count].view(mask.shape), threshold, out=mask)
 
 
-def fast_dropout(x: Tensor, p: float) -> Tensor:
-    """Dropout with :func:`keep_mask` (the standalone form; the transformer layers fold the rescaling into a
-    linear layer next to the dropout, see :func:`scaled_linear`)."""
-    keep = keep_mask(x.shape, p, x)
-    return x if keep is None else x * keep.mul_(dropout_scale(p))
-
-
 def scaled_linear(linear: nn.Linear, x: Tensor, weight_scale: float = 1.0, bias_scale: float = 1.0) -> Tensor:
     """``linear(x)`` with its weight and bias multiplied by constants: dropout's 1/(1-p) rescaling applied to a
     small weight matrix instead of a large activation (one pass over the activation saved each way)."""

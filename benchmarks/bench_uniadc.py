@@ -99,6 +99,11 @@ WHY = """Why targets are missed (docs/methods/uniadc.md, "Diagnosis"):
 - **Few-shot.** Every batch holds all Ka × 5 real anomalies (the paper's batching) and the few-shot synthetic
   images are cut-pastes of the same few regions (no repainting model); validation (held-out cut-pastes) cannot
   see the over-fit. Pixel metrics gain from the real defects, image scores less so.
+- **Checkpoint selection is not the lever.** Selecting on the real support anomalies the setting does not
+  train on (`train_uniadc.training.validation: support`, measured once on test) picks the same epoch as the
+  synthetic validation in zs1 (40) and fs21 (45), hence the same numbers, and an earlier, worse one in fs11
+  (epoch 10: I-AUROC 67.6 vs 68.3, Acc 35.9 vs 41.3): 15–20 real anomalies are too few to rank epochs, and on
+  them the Lite2 model's I-AUROC stays flat over training (zs1 0.62–0.70) instead of collapsing as Lite0's did.
 - **Scale.** Fusion width 128 (paper 1024), 256² (paper 512²), the iterations given in the header (default
   250, as the paper); the paper's MTD split is unpublished.
 - **Synthesis priors.** An earlier run (250 iterations, the MTD priors of `anomaly_categories.yaml`) gave

@@ -9,7 +9,10 @@ Selection set (``train_uniadc.nodes.selection_rows``): the 95 ``val`` normals + 
 setting does not train on (few-shot Ka=1: support ranks 1-3, 15 images; zero-shot: all 20 support images, 4 per
 type), with their masks. The test split is never loaded into a metric here. In zero-shot the selection set holds
 real anomalies from the support pool that the model never trains on: a protocol choice (the paper selected on
-test). The val normals also serve the training's own epoch selection and thresholds (as in bench_uniadc).
+test). The val normals also serve the training's own epoch selection and thresholds (as in bench_uniadc). With
+``train_uniadc.training.validation: support`` (or ``mixed``) the selection set IS the training's validation set:
+its scores are then in-sample (the checkpoint was chosen on it) and only the test split (``bench_uniadc.py``,
+once per configuration) compares validation sets fairly.
 Rule: score = mean over zs1 and fs21 of mean(I-AUROC, Acc, fine Acc) on the selection set (Acc by the paper's
 rule, min-max over the selection set; fine Acc = accuracy on its anomalous images). A candidate replaces conf
 only if it beats ``base`` (the conf as it is) at the full 250 iterations.
@@ -68,6 +71,9 @@ CANDIDATES: dict[str, dict] = {
     "fd256": {"train_uniadc.model.fusion_dim": 256},
     "eps0.1": {"train_uniadc.model.epsilon_init": 0.1},
     "n40": {"synthesize.images_per_type": 40},
+    # checkpoint selection on this very set: in-sample here, compare on test (bench_uniadc --validation)
+    "val_synthetic": {"train_uniadc.training.validation": "synthetic"},
+    "val_support": {"train_uniadc.training.validation": "support"},
 }
 KEYS = ("image_AUROC", "pixel_AUROC", "image_ClassAcc", "image_ClassAcc_valthr", "image_ClassAcc_anomalous")
 
@@ -119,7 +125,9 @@ def report(results: dict, load: float) -> str:
         "support ranks 1–3, 15 images), with their masks (`train_uniadc.nodes.selection_rows`). The test split is "
         "not loaded into any metric. **In the zero-shot setting the selection set holds real anomalies from the "
         "support pool that the model never trains on** — a protocol choice of this project (the paper selected "
-        "on test); it is small (115 / 110 images, 83–86 % normal), so differences of a few points are noise.",
+        "on test); it is small (115 / 110 images, 83–86 % normal), so differences of a few points are noise. "
+        "With `train_uniadc.training.validation: support` the training selects its checkpoint on this very set, "
+        "so its scores here are in-sample; validation sets are compared on test (`bench_uniadc.py`).",
         "",
         "Columns: selection-set I-AUROC / P-AUROC / Acc (paper rule: min-max over the selection set) / Acc (val "
         "thr: the threshold stored from validation) / fine Acc (anomalous images only), in %; ε = the learnt "

@@ -17,6 +17,7 @@ from unified_anomaly.pipelines.train_uniadc.nodes import (
     select_training_data,
     selection_rows,
     synthetic_class_map,
+    validation_used,
 )
 
 SIZE = 32
@@ -63,7 +64,7 @@ def stores():
     return ingested, _store(synth_rows, 1, synthetic_classes)
 
 
-def _params(setting="zero_shot", kn=2, ka=1):
+def _params(setting="zero_shot", kn=2, ka=1, validation="synthetic"):
     return {
         "setting": setting, "kn": kn, "ka": ka, "categories": None, "seed": 0, "device": "cpu",
         "val_synthetic_fraction": 0.2, "synthetic_filter": {},
@@ -71,7 +72,8 @@ def _params(setting="zero_shot", kn=2, ka=1):
         "text_encoder": {"kind": "random", "dim": 8, "seed": 0},
         "templates": ["a photo of {}"], "extra_prompts": {},
         "model": {"fusion_dim": 8, "fusion_stride": 4, "resolution": SIZE, "top_k": 100},
-        "training": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "eval_every": 1, "selection": "best_val"},
+        "training": {"epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "eval_every": 1, "selection": "best_val",
+                     "validation": validation},
     }
 
 
@@ -79,7 +81,8 @@ def test_selection_follows_kn_ka_and_never_reads_test(stores):
     ingested, synthetic = stores
     train, val, summary = select_training_data(ingested, synthetic, _params("few_shot", kn=2, ka=1))
     # per category: 2 normals + 1 support per type + 4 of 5 synthetic per type
-    assert summary["tile"] == {"normals": 2, "support": 2, "synthetic_train": 8, "synthetic_val": 2, "val_normals": 3}
+    assert summary["tile"] == {"normals": 2, "support": 2, "synthetic_train": 8, "synthetic_val": 2, "val_normals": 3,
+                               "support_val": 0, "validation": "synthetic"}
     assert summary["cloth"]["support"] == 1 and summary["cloth"]["synthetic_train"] == 4
     assert len(train) == (2 + 2 + 8) + (2 + 1 + 4)
     assert train.is_real.sum() == 2 + 2 + 2 + 1
@@ -174,3 +177,81 @@ def test_selection_rows_hold_no_test_rows_and_no_shots(stores):
     assert (manifest["split"].to_numpy()[zero] == "val").sum() == 6
     with pytest.raises(ValueError, match="unused support"):
         selection_rows(ingested, "few_shot", ka=2)
+
+
+def _origin(images: np.ndarray, store: ImageStore) -> list[int]:
+    """The store row of every image (-1: not in the store); the toy images are random, hence unique."""
+    index = {store.images[i].tobytes(): i for i in range(len(store))}
+    return [index.get(image.tobytes(), -1) for image in images]
+
+
+@pytest.mark.parametrize(("setting", "ka"), [("zero_shot", 1), ("few_shot", 1)])
+def test_support_validation_holds_unused_real_anomalies_never_test_nor_shots(stores, setting, ka):
+    ingested, synthetic = stores
+    manifest = ingested.manifest
+    train, val, summary = select_training_data(ingested, synthetic, _params(setting, kn=2, ka=ka,
+                                                                             validation="support"))
+    rows = _origin(val.images, ingested)
+    assert -1 not in rows  # real images only: no held-out synthetic anomaly
+    split, rank = manifest["split"].to_numpy()[rows], manifest["rank"].to_numpy()[rows]
+    assert set(split) == {"val", "support"}
+    shots = set(_origin(train.images, ingested)) - {-1}
+    assert shots and not shots & set(rows)
+    expected = selection_rows(ingested, setting, ka)  # the selection set of the hyper-parameter benchmark
+    assert sorted(rows) == sorted(expected.tolist())
+    if setting == "few_shot":
+        assert set(rank[split == "support"]) == {1}
+    assert summary["tile"]["support_val"] == (2 if setting == "few_shot" else 4)
+    assert summary["tile"]["synthetic_val"] == 0 and summary["tile"]["synthetic_train"] == 8
+    # real class ids, made global: tile crack = 2, tile hole = 3, cloth stain = 1
+    for i, row in enumerate(rows):
+        if split[i] == "support":
+            local = int(manifest["class_id"].to_numpy()[row])
+            offset = 0 if manifest["category"].to_numpy()[row] == "cloth" else 1
+            assert set(np.unique(val.masks[i])) == {0, local + offset}
+    # the switch changes only validation: the same training set as with synthetic validation
+    base_train, base_val, _ = select_training_data(ingested, synthetic, _params(setting, kn=2, ka=ka))
+    assert np.array_equal(base_train.images, train.images) and np.array_equal(base_train.masks, train.masks)
+    assert not set(_origin(base_val.images, ingested)) - {-1} & set(manifest.index[manifest["split"] == "support"])
+    mixed_train, mixed, _ = select_training_data(ingested, synthetic, _params(setting, kn=2, ka=ka,
+                                                                              validation="mixed"))
+    assert len(mixed) == len(val) + (len(base_val) - (manifest["split"] == "val").sum())
+    assert np.array_equal(mixed_train.images, train.images)
+
+
+def test_support_validation_without_unused_support_falls_back_with_a_warning(stores, caplog):
+    ingested, synthetic = stores
+    # few-shot Ka=2 trains on both support ranks: nothing real is left to validate on
+    _, val, summary = select_training_data(ingested, synthetic, _params("few_shot", kn=1, ka=2, validation="support"))
+    assert summary["tile"]["validation"] == "synthetic" and summary["tile"]["synthetic_val"] == 2
+    assert validation_used(summary) == "support (synthetic fallback: cloth, tile)"
+    assert "falls back to the held-out synthetic" in caplog.text and "support_per_defect" in caplog.text
+    assert -1 in _origin(val.images, ingested)
+
+
+def test_unknown_validation_is_refused(stores):
+    ingested, synthetic = stores
+    with pytest.raises(ValueError, match=r"train_uniadc.training.validation must be one of synthetic, support, mixed"):
+        select_training_data(ingested, synthetic, _params(validation="test"))
+
+
+def test_validation_switch_changes_what_selects_the_checkpoint(stores):
+    ingested, synthetic = stores
+    runs = {}
+    for validation in ("synthetic", "support"):
+        catalog = DataCatalog({
+            "ingested_images": MemoryDataset(ingested),
+            "synthetic_images": MemoryDataset(synthetic),
+            "params:train_uniadc": MemoryDataset(_params("zero_shot", validation=validation)),
+            "uniadc_model": MemoryDataset(copy_mode="assign"),
+            "uniadc_training_history": MemoryDataset(),
+        })
+        SequentialRunner().run(create_pipeline(), catalog)
+        runs[validation] = (catalog.load("uniadc_model"), catalog.load("uniadc_training_history"))
+    (synthetic_bundle, synthetic_history), (support_bundle, support_history) = runs["synthetic"], runs["support"]
+    assert synthetic_bundle.info["tags"]["validation"] == "synthetic"
+    assert support_bundle.info["tags"]["validation"] == "support"
+    assert "real support anomalies" in support_bundle.info["threshold_source"]
+    # same seed and training data: the loss curves agree, the validation curves (what selection reads) do not
+    assert np.allclose(synthetic_history["loss"], support_history["loss"])
+    assert not np.allclose(synthetic_history["val_image_AUROC"], support_history["val_image_AUROC"])

@@ -4,8 +4,11 @@ Data (``methods.md`` §5 settings):
 - zero_shot: the first ``kn`` training normals per category + synthetic anomalies (``synthetic_images``);
 - few_shot: the same plus the first ``ka`` support anomalies per defect type (their repaints come with the
   synthetic store);
-- validation (selection and thresholds, never the test split): the ``val`` normals + a held-out share
-  (``val_synthetic_fraction``) of the synthetic anomalies of every defect type.
+- validation (checkpoint selection and thresholds, never the test split), ``training.validation``:
+  ``synthetic`` = the ``val`` rows + a held-out share (``val_synthetic_fraction``) of the synthetic anomalies of
+  every defect type; ``support`` = the ``val`` rows + the real ``support`` anomalies this run does not train on
+  (``unused_support``); ``mixed`` = both. The held-out synthetic share stays out of training in every mode, so
+  the switch changes only what selects the checkpoint (``val_synthetic_fraction: 0`` trains on all of it).
 
 Several categories: one discriminator holds every category's defect classes (see ``models/uniadc.py``).
 """
@@ -27,6 +30,13 @@ from unified_anomaly.models.contract import count_parameters
 from unified_anomaly.models.uniadc import SampleSet, UniADC, encode_class_texts, fit_uniadc
 
 logger = logging.getLogger(__name__)
+
+VALIDATION_DESCRIPTIONS = {  # train_uniadc.training.validation -> what the validation set holds
+    "synthetic": "val rows + held-out synthetic anomalies",
+    "support": "val rows + real support anomalies outside the shots",
+    "mixed": "val rows + real support anomalies outside the shots + held-out synthetic anomalies",
+}
+VALIDATION_SETS = tuple(VALIDATION_DESCRIPTIONS)
 
 
 def global_classes(store: ImageStore, categories: list[str]) -> tuple[list[str], list[str], dict[str, int]]:
@@ -87,17 +97,29 @@ def synthetic_class_map(synthetic: ImageStore, store: ImageStore, offsets: dict[
     return mapping
 
 
+def validation_set(params: dict[str, Any]) -> str:
+    """``train_uniadc.training.validation`` checked: synthetic (default when absent) | support | mixed."""
+    value = (params.get("training") or {}).get("validation", "synthetic")
+    if value not in VALIDATION_SETS:
+        raise ValueError(f"train_uniadc.training.validation must be one of {', '.join(VALIDATION_SETS)}, got "
+                         f"{value!r} (conf/base/parameters_train_uniadc.yml or --params)")
+    return str(value)
+
+
 def select_training_data(
     store: ImageStore, synthetic: ImageStore | None, params: dict[str, Any]
 ) -> tuple[SampleSet, SampleSet, dict[str, Any]]:
-    """(train, validation, summary) for the configured setting, Kn and Ka; never reads the test split."""
+    """(train, validation, summary) for the configured setting, Kn, Ka and validation set; never reads the test
+    split. ``support`` / ``mixed`` validation without unused support anomalies in a category falls back to the
+    held-out synthetic anomalies there, with a warning; the set actually used is in ``summary``."""
     setting, kn, ka = params["setting"], int(params["kn"]), int(params.get("ka", 0))
     if setting not in {"zero_shot", "few_shot"}:
         raise ValueError(f"train_uniadc.setting must be zero_shot or few_shot, got {setting!r}")
+    validation = validation_set(params)
     categories = params.get("categories") or store.categories
     _, _, offsets = global_classes(store, categories)
     rng = np.random.default_rng(int(params.get("seed", 0)))
-    train_parts, val_parts, summary = [], [], {"categories": categories}
+    train_parts, val_parts, summary = [], [], {"categories": categories, "validation": validation}
     class_map = synthetic_class_map(synthetic, store, offsets) if synthetic is not None else None
     for category in categories:
         normals = store.select(split="train", category=category, label=NORMAL, max_rank=kn)
@@ -110,7 +132,21 @@ def select_training_data(
             if len(support) == 0:
                 raise ValueError(f"{category}: few_shot needs support anomalies (split 'support'); none found")
             train_parts.append(_take(store, support, offsets, real=True))
-        val_parts.append(_take(store, store.select(split="val", category=category), offsets, real=True))
+        real_val = store.select(split="val", category=category)
+        used = validation
+        if validation != "synthetic":
+            held_support = unused_support(store, setting, ka, [category])
+            if len(held_support):
+                real_val = np.concatenate([real_val, held_support])
+            else:
+                used = "synthetic"
+                logger.warning(
+                    "train_uniadc.training.validation=%s: %s has no support anomalies outside this run's shots "
+                    "(split 'support', ranks >= ka=%d in few_shot); its validation falls back to the held-out "
+                    "synthetic anomalies. Ingest a larger support pool (ingest.split.support_per_defect) or set "
+                    "train_uniadc.training.validation=synthetic", validation, category, ka if setting == "few_shot"
+                    else 0)
+        val_parts.append(_take(store, real_val, offsets, real=True))
         n_synthetic_train = n_synthetic_val = 0
         if synthetic is not None and category in synthetic.class_names:
             rows = synthetic.select(split="train", category=category, label=ANOMALY)
@@ -119,17 +155,37 @@ def select_training_data(
             held_out = _hold_out(synthetic, rows, float(params.get("val_synthetic_fraction", 0.2)), rng)
             kept = np.setdiff1d(rows, held_out)
             train_parts.append(_take(synthetic, kept, offsets, real=False, class_map=class_map))
-            val_parts.append(_take(synthetic, held_out, offsets, real=False, class_map=class_map))
-            n_synthetic_train, n_synthetic_val = len(kept), len(held_out)
+            if used != "support":
+                val_parts.append(_take(synthetic, held_out, offsets, real=False, class_map=class_map))
+                n_synthetic_val = len(held_out)
+            n_synthetic_train = len(kept)
         summary[category] = {"normals": len(normals), "support": len(support), "synthetic_train": n_synthetic_train,
                              "synthetic_val": n_synthetic_val,
-                             "val_normals": len(store.select(split="val", category=category, label=NORMAL))}
+                             "val_normals": len(store.select(split="val", category=category, label=NORMAL)),
+                             "support_val": int((store.manifest["split"].to_numpy()[real_val] == "support").sum()),
+                             "validation": used}
     train, val = _concat(train_parts), _concat(val_parts)
     if not (train.masks > 0).any():
         raise ValueError("no anomalous training pixels: run `kedro run --pipeline synthesize` first (zero_shot) "
                          "or use setting few_shot with support anomalies")
-    logger.info("UniADC data (%s, kn=%d, ka=%d): %s", setting, kn, ka, summary)
+    logger.info("UniADC data (%s, kn=%d, ka=%d, validation=%s): %s", setting, kn, ka, validation, summary)
     return train, val, summary
+
+
+def validation_used(summary: dict[str, Any]) -> str:
+    """The validation set that selected the checkpoint, as one tag: ``support``, or e.g.
+    ``support (synthetic fallback: cloth)`` when some categories had no unused support anomalies."""
+    requested = summary["validation"]
+    fallback = [c for c in summary["categories"] if summary[c]["validation"] != requested]
+    return requested + (f" (synthetic fallback: {', '.join(fallback)})" if fallback else "")
+
+
+def unused_support(store: ImageStore, setting: str, ka: int, categories: list[str] | None = None) -> np.ndarray:
+    """The ``support`` anomalies a setting does not train on: few-shot ranks >= ``ka``, zero-shot all of them."""
+    support = store.select(split="support", category=categories or store.categories, label=ANOMALY)
+    if setting == "few_shot":
+        support = support[store.manifest["rank"].to_numpy()[support] >= int(ka)]
+    return support.astype(int)
 
 
 def selection_rows(store: ImageStore, setting: str, ka: int, categories: list[str] | None = None) -> np.ndarray:
@@ -140,9 +196,7 @@ def selection_rows(store: ImageStore, setting: str, ka: int, categories: list[st
         raise ValueError(f"setting must be zero_shot or few_shot, got {setting!r}")
     categories = categories or store.categories
     normals = store.select(split="val", category=categories, label=NORMAL)
-    support = store.select(split="support", category=categories, label=ANOMALY)
-    if setting == "few_shot":
-        support = support[store.manifest["rank"].to_numpy()[support] >= int(ka)]
+    support = unused_support(store, setting, ka, categories)
     rows = np.sort(np.concatenate([normals, support])).astype(int)
     if not len(support) or not len(normals):
         raise ValueError(f"selection set for {setting} (ka={ka}) needs val normals and unused support anomalies; "
@@ -238,6 +292,7 @@ def train_uniadc(
     """Trains UniADC's discriminator (zero- or few-shot), selects it on validation and bundles it with tags."""
     started = time.perf_counter()
     train, val, summary = select_training_data(ingested_images, synthetic_images, params)
+    validation = validation_used(summary)
     model = build_uniadc(ingested_images, params)
     logger.info("UniADC: %d classes %s, %d trainable parameters, weights %s", len(model.class_names),
                 model.class_names, count_parameters(model, trainable_only=True), model.weight_tags())
@@ -250,6 +305,7 @@ def train_uniadc(
         "ka": str(params.get("ka", 0) if params["setting"] == "few_shot" else 0),
         "synthesis_backend": _synthesis_backend(synthetic_images),
         "resolution": str(model.resolution), "selection": params["training"].get("selection", "best_val"),
+        "validation": validation,
     }
     info = {
         "tags": tags,
@@ -260,7 +316,8 @@ def train_uniadc(
         "class_names": model.class_names,
         "class_categories": model.class_categories,
         "train_seconds": round(time.perf_counter() - started, 1),
-        "threshold_source": "validation (val normals + held-out synthetic anomalies), F1-max on image scores",
+        "threshold_source": f"validation ({VALIDATION_DESCRIPTIONS[summary['validation']]}; used: {validation}), "
+                            "F1-max on image scores",
     }
     bundle = ModelBundle("uniadc", model.bundle_config(), model, threshold=history["image_threshold"], info=info)
     frame = history_frame(history)

@@ -20,6 +20,7 @@ from unified_anomaly.models.cada import (
     fit_cada,
     form_targets,
     normalise_map,
+    pool_features,
     train_regressor,
 )
 from unified_anomaly.models.contract import Predictions
@@ -266,3 +267,13 @@ def test_targets_use_held_out_scores_fall_back_when_few_and_take_the_gamma_quant
     settings = CADAFitSettings(target_method="labels", min_scores_per_group=3, gamma_quantile=0.5)
     _, stats, _ = form_targets(features[0], train_scores, features[1], val_scores, settings, train_cats, val_cats)
     assert tuple(stats[0]) == (3.0, 3.0)
+
+
+def test_pool_features_are_channel_means_and_population_stds_in_any_layout():
+    torch.manual_seed(0)
+    maps = [torch.randn(2, 3, 8, 8) * 5 + 2, torch.randn(2, 4, 4, 4).to(memory_format=torch.channels_last)]
+    expected = torch.cat([p for f in maps for p in (f.flatten(2).mean(2), f.flatten(2).std(2, unbiased=False))], 1)
+    assert torch.allclose(pool_features(maps), expected, atol=1e-5)
+    assert torch.allclose(pool_features(maps, "mean"), torch.cat([f.flatten(2).mean(2) for f in maps], 1), atol=1e-6)
+    with pytest.raises(ValueError, match="pooling"):
+        pool_features(maps, "max")

@@ -56,9 +56,9 @@ from report import write_section  # noqa: E402
 
 from unified_anomaly.models import build_model  # noqa: E402
 from unified_anomaly.models.backbones import build_feature_extractor  # noqa: E402
+from unified_anomaly.models.contract import to_model_input  # noqa: E402
 from unified_anomaly.models.uniad_training import (  # noqa: E402
     UniADTrainConfig,
-    as_float_images,
     extract_feature_cache,
     seed_everything,
     train_uniad,
@@ -143,7 +143,7 @@ def official_model(repo: Path):
 
 def normalised_224(images: np.ndarray) -> torch.Tensor:
     """uint8 N×256×256×3 -> ImageNet-normalised N×3×224×224 (the official dataset's resize + normalise)."""
-    x = F.interpolate(as_float_images(images), size=(INPUT, INPUT), mode="bilinear", align_corners=False)
+    x = F.interpolate(to_model_input(images), size=(INPUT, INPUT), mode="bilinear", align_corners=False)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -182,7 +182,7 @@ def our_inference(model, images: np.ndarray, batch: int) -> float:
     model.eval()
     started = time.perf_counter()
     for begin in range(0, len(images), batch):
-        model.predict(as_float_images(images[begin : begin + batch]))
+        model.predict(to_model_input(images[begin : begin + batch]))
     return len(images) / (time.perf_counter() - started)
 
 

@@ -50,7 +50,7 @@ from unified_anomaly.data.store import ImageStore, read_store  # noqa: E402
 from unified_anomaly.hooks import check_runtime_params  # noqa: E402
 from unified_anomaly.metrics import classification_metrics, compute_metrics, uniadc_class_maps  # noqa: E402
 from unified_anomaly.models.backbones import build_feature_extractor  # noqa: E402
-from unified_anomaly.models.contract import pick_device  # noqa: E402
+from unified_anomaly.models.contract import pick_device, to_model_input  # noqa: E402
 from unified_anomaly.models.uniadc import fit_uniadc  # noqa: E402
 from unified_anomaly.pipelines.train_uniadc.nodes import (  # noqa: E402
     VALIDATION_DESCRIPTIONS,
@@ -187,8 +187,7 @@ def predict_rows(model, store: ImageStore, rows: np.ndarray, device, desc: str =
     model.to(device).eval()
     probs, argmax, scores = [], [], []
     for start in tqdm(range(0, len(rows), 16), desc=desc, leave=False):
-        batch = torch.from_numpy(store.images[rows[start : start + 16]]).permute(0, 3, 1, 2).float().div(255)
-        out = model.predict(batch.to(device), category="magnetic_tile")
+        out = model.predict(to_model_input(store.images[rows[start : start + 16]], device), category="magnetic_tile")
         probs.append(out.anomaly_map.cpu().numpy().astype(np.float32))
         argmax.append(out.class_logits.argmax(1).cpu().numpy().astype(np.uint8))
         scores.append(out.image_score.cpu().numpy())
@@ -249,7 +248,7 @@ def patchcore_baseline(store: ImageStore, kn: int, test_rows: np.ndarray, device
                                         weights_path=encoder.get("weights_path")).to(device)
 
     def embed(images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(device)
+        x = to_model_input(images, device)
         feats = extractor(extractor.normalise(x))
         feats = [F.avg_pool2d(f, 3, 1, 1) for f in feats]
         size = feats[0].shape[-2:]

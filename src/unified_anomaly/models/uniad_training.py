@@ -65,11 +65,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def as_float_images(batch: np.ndarray | Tensor) -> Tensor:
-    """uint8 ``N×S×S×3`` (or float ``N×3×H×W`` in ``[0, 1]``) -> float ``N×3×H×W`` in ``[0, 1]``."""
-    return to_model_input(batch)
-
-
 @torch.no_grad()
 def extract_feature_cache(
     model: UniAD,
@@ -86,7 +81,7 @@ def extract_feature_cache(
     chunks = []
     with tqdm(total=total, desc=description, unit="img", disable=not progress) as bar:
         for batch in batches:
-            images = as_float_images(batch).to(device, non_blocking=True)
+            images = to_model_input(batch, device)
             features = model.extract_features(images)  # bf16 autocast where model.precision says so
             chunks.append(features.float().cpu())
             bar.update(len(images))

@@ -39,7 +39,6 @@ import datetime as dt
 import io
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from report import replace_section  # noqa: E402  (benchmarks/ is the script folder)
+from report import machine, replace_section  # noqa: E402  (benchmarks/ is the script folder)
 
 from unified_anomaly.data.default_dataset import ensure_default_dataset  # noqa: E402
 from unified_anomaly.data.ingestion import build_manifest, load_store  # noqa: E402
@@ -318,6 +317,10 @@ def markdown(rows: pd.DataFrame, overhead: list[dict], reports: dict, levels: di
         stats = {g: f"u={v['u']:.3g}, γ={v['gamma']:.3g}" for g, v in report["group_stats"].items()}
         lines.append(f"- {label}: k = {report['n_groups']}; {json.dumps(report['composition'])}; "
                      f"{json.dumps(stats, ensure_ascii=False)}")
+        if report.get("score_error"):
+            errors = ", ".join(f"{k}: {v:.3g}" for k, v in report["score_error"].items())
+            lines.append(f"  - k chosen by the leave-one-out error of the validation-normal scores (k: error; "
+                         f"only k whose clusters all keep enough images): {errors}")
     lines += ["", f"Timings: {info['load']}. Quality numbers do not depend on load.", ""]
     return "\n".join(lines)
 
@@ -417,13 +420,15 @@ def main() -> None:
         gamma_name = "max" if quantile >= 1 else f"the {quantile:g} quantile"
         info = {
             "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or 'CPU'}",
+            "machine": machine(),
             "device": str(device), "threads": args.threads, "date": dt.date.today().isoformat(),
             "counts": ", ".join(f"{s} {lab} {n}" for (s, lab), n in counts.items()) + f" (over {len(classes)} classes)",
             "rd": described["RD"], "uniad": described["UniAD"], "classes": classes, "load": args.load_note
             or f"load average {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores at the end",
-            "cada": ("targets from k-means on the pooled base-encoder features (k chosen by silhouette), u = mean "
-                     f"and γ = {gamma_name} of the base's scores on each cluster's validation normals"),
+            "cada": ("targets from k-means on the pooled base-encoder features (k chosen by "
+                     + ("how well the clusters predict the base's validation-normal scores, leave-one-out"
+                        if settings.get("k_selection", "held_out_scores") == "held_out_scores" else "silhouette")
+                     + f"), u = mean and γ = {gamma_name} of the base's scores on each cluster's validation normals"),
         }
         text = markdown(pd.DataFrame(all_rows), all_overhead, all_reports, all_levels, info)
         print(text, flush=True)

@@ -14,19 +14,37 @@ DOC_ENV = "UNIFIED_ANOMALY_BENCHMARKS_DOC"  # another file to write to (benchmar
 HEADER = "# Benchmarks\n\nEvery number below was measured by the script named in its section; re-run it to refresh.\n"
 
 
+def cpu_description() -> str:
+    """The CPU's model name and widest vector ISA relevant to torch (bf16 matmuls need AVX-512 BF16 or AMX):
+    two machines named alike can differ by 2× in these benchmarks."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():  # the first CPU's fields
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    cpu = info.get("model name") or platform.processor() or platform.machine()
+    family = f"family {info['cpu family']} model {info.get('model', '?')}" if "cpu family" in info else ""
+    flags = set(info.get("flags", "").split())
+    if "amx_bf16" in flags:
+        isa = "AMX-BF16"
+    elif "avx512_bf16" in flags:
+        isa = "AVX-512 BF16"
+    elif "avx512f" in flags:
+        isa = "AVX-512"
+    elif "avx2" in flags:
+        isa = "AVX2"
+    else:
+        isa = ""
+    return ", ".join(part for part in (cpu, family, isa) if part)
+
+
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
-    return f"{os.cpu_count()} cores ({cpu}), {device}, Python {platform.python_version()}, torch {torch.__version__}"
+    return f"{os.cpu_count()} cores ({cpu_description()}), {device}, Python {platform.python_version()}, torch {torch.__version__}"
 
 
 def write_section(title: str, body: str, command: str | None = None) -> None:

@@ -19,6 +19,7 @@ from unified_anomaly.models.cada import (
     denormalise,
     fit_cada,
     form_targets,
+    leave_one_out_score_error,
     normalise_map,
     pool_features,
     train_regressor,
@@ -120,6 +121,63 @@ def test_cada_recovers_pooled_auroc_on_shifted_class_distributions():
     cada = _pooled_auroc(cada_scores(data["normal"][0], s_norm), cada_scores(data["anomaly"][0], s_anom))
     assert cada > raw + 0.15
     assert abs(cada - oracle) < 0.01
+
+
+def _look_alike_classes(means, seed: int = 0):
+    """Three classes: ``a`` and ``b`` look alike (features 3 apart, noise 0.5 per dimension), ``c`` is far from
+    both; their normal scores centre on ``means``. Returns train and val (features, scores, classes)."""
+    rng = np.random.default_rng(seed)
+    centres = np.zeros((3, 16))
+    centres[1, 0], centres[2, :] = 3.0, 6.0
+
+    def draw(n: int):
+        cls = np.repeat(np.arange(3), n)
+        return centres[cls] + rng.normal(size=(len(cls), 16)) * 0.5, np.asarray(means)[cls] + 0.2 * rng.normal(
+            size=len(cls)), cls
+
+    return draw(60), draw(20)
+
+
+def test_k_chosen_by_held_out_scores_splits_look_alikes_that_score_differently():
+    """The silhouette merges the two look-alike classes; choosing k by how well the groups predict the
+    held-out normal scores keeps them apart when their score levels differ, with no label and no anomaly."""
+    (train_f, train_s, train_cls), (val_f, val_s, _) = _look_alike_classes([1.0, 2.0, 1.5])
+    by_silhouette = form_targets(train_f, train_s, val_f, val_s,
+                                 CADAFitSettings(k_selection="silhouette", max_clusters=6))[2]
+    assert by_silhouette.n_groups == 2  # a and b merged: one (u, γ) for two score levels
+    groups, stats, report = form_targets(train_f, train_s, val_f, val_s, CADAFitSettings(max_clusters=6))
+    assert report.n_groups == 3
+    assert adjusted_rand_score(train_cls, groups[: len(train_cls)]) == 1.0
+    assert report.score_error[3] < report.score_error[2] / 2 and report.score_error[3] < report.score_error[1] / 2
+    assert sorted(stats[:, 0]) == pytest.approx([1.0, 1.5, 2.0], abs=0.15)  # one u per score level
+
+
+def test_k_chosen_by_held_out_scores_keeps_one_group_when_scores_do_not_differ():
+    (train_f, train_s, _), (val_f, val_s, _) = _look_alike_classes([1.0, 1.0, 1.0])
+    report = form_targets(train_f, train_s, val_f, val_s, CADAFitSettings(max_clusters=6))[2]
+    assert report.n_groups == 1 and report.score_error[1] == min(report.score_error.values())
+
+
+def test_leave_one_out_score_error_counts_the_cost_of_small_groups():
+    scores = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 12.0])
+    two = np.array([0, 0, 0, 1, 1, 1])
+    # each score predicted by the mean of the other two of its group: errors 1.5², 0, 1.5² per group
+    assert leave_one_out_score_error(scores, two) == pytest.approx(4 * 2.25 / 6)
+    assert leave_one_out_score_error(scores, two, min_per_group=4) == np.inf
+    assert leave_one_out_score_error(scores, two, n_groups=3) == np.inf  # a group without any held-out score
+    assert leave_one_out_score_error(np.zeros(0), np.zeros(0, int)) == np.inf
+    assert leave_one_out_score_error(scores, np.zeros(6, int)) > leave_one_out_score_error(scores, two)
+
+
+def test_k_selection_falls_back_to_the_silhouette_without_enough_held_out_normals():
+    (train_f, train_s, _), (val_f, val_s, val_cls) = _look_alike_classes([1.0, 2.0, 1.5])
+    report = form_targets(train_f, train_s, np.zeros((0, 16)), np.zeros(0), CADAFitSettings(max_clusters=6))[2]
+    assert report.n_groups == 2 and not report.score_error
+    few = np.concatenate([np.flatnonzero(val_cls == c)[:3] for c in range(3)])  # 3 per class, 5 needed
+    report = form_targets(train_f, train_s, val_f[few], val_s[few], CADAFitSettings(max_clusters=6))[2]
+    assert report.n_groups == 2 and not report.score_error  # not k = 1 by default: the silhouette decides
+    with pytest.raises(ValueError, match="k_selection"):
+        form_targets(train_f, train_s, train_f, train_s, CADAFitSettings(k_selection="elbow"))
 
 
 def test_single_group_cannot_fix_the_pooled_ranking():

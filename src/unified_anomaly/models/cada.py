@@ -39,6 +39,7 @@ POOLINGS = ("mean", "mean_std")
 HEADS = ("prototypes", "mlp")
 TARGET_METHODS = ("clusters", "labels", "single")
 SCORE_SOURCES = ("val", "train", "train+val")
+K_SELECTIONS = ("held_out_scores", "silhouette")
 # Per-image statistics a CADA prediction carries in ``Predictions.extras`` (kept by the evaluation).
 PER_IMAGE_EXTRAS = ("cada_u", "cada_gamma")
 
@@ -353,7 +354,8 @@ class CADAFitSettings:
     """How targets are formed and the regressor trained (see ``docs/methods/cada.md``)."""
 
     target_method: str = "clusters"  # clusters (no labels) | labels (ablation: true classes) | single
-    n_clusters: int | str = "auto"  # an int, or "auto" = best silhouette in [2, max_clusters]
+    n_clusters: int | str = "auto"  # an int, or "auto": chosen in [1, max_clusters] by ``k_selection``
+    k_selection: str = "held_out_scores"  # held_out_scores (k-means groups that best predict normal scores) | silhouette
     max_clusters: int = 8
     min_cluster_size: int = 5
     pca_components: int = 32
@@ -377,6 +379,7 @@ class CADAFitReport:
     group_sizes: dict[str, int]
     composition: dict[str, dict[str, int]] = field(default_factory=dict)  # group → category → count
     silhouette: dict[int, float] = field(default_factory=dict)
+    score_error: dict[int, float] = field(default_factory=dict)  # k → leave-one-out error of the normal scores
     fallback_groups: list[str] = field(default_factory=list)
     history: list[float] = field(default_factory=list)
     regressor_train_mae: float = float("nan")
@@ -388,6 +391,7 @@ class CADAFitReport:
             "group_sizes": self.group_sizes,
             "composition": self.composition,
             "silhouette": {str(k): v for k, v in self.silhouette.items()},
+            "score_error": {str(k): v for k, v in self.score_error.items()},
             "fallback_groups": self.fallback_groups,
             "final_loss": self.history[-1] if self.history else None,
             "regressor_train_mae": self.regressor_train_mae,
@@ -412,17 +416,46 @@ def collect_scores_and_features(
     return np.concatenate(scores), np.concatenate(pooled)
 
 
-def cluster_features(
-    features: np.ndarray, n_clusters: int | str, max_clusters: int, min_cluster_size: int, pca_components: int,
-    seed: int,
-) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, dict[int, float]]:
-    """k-means on standardised, PCA-reduced global features. ``n_clusters="auto"``: the k in
-    [2, max_clusters] with the best silhouette among those whose clusters all hold ``min_cluster_size``.
+def leave_one_out_score_error(
+    scores: np.ndarray, groups: np.ndarray, min_per_group: int = 2, n_groups: int | None = None
+) -> float:
+    """Mean squared error of predicting each normal image's score by the mean of the *other* scores of its
+    group: how well a grouping explains the score levels, with the cost of small groups included (an
+    over-split group's mean is noisier). ``inf`` when one of the ``n_groups`` groups (default: those present)
+    holds fewer than ``min_per_group`` scores."""
+    scores, groups = np.asarray(scores, dtype=float), np.asarray(groups, dtype=int)
+    n_groups = int(groups.max()) + 1 if n_groups is None and len(groups) else int(n_groups or 0)
+    counts = np.bincount(groups, minlength=n_groups)
+    if not len(scores) or counts.min() < max(2, min_per_group):
+        return float("inf")
+    total = 0.0
+    for g, n in enumerate(counts):
+        values = scores[groups == g]
+        total += (n / (n - 1)) ** 2 * float(((values - values.mean()) ** 2).sum())
+    return total / len(scores)
 
-    Returns (assign function for new features, labels of ``features``, silhouette per k tried)."""
+
+@dataclass
+class Clustering:
+    """k-means on standardised, PCA-reduced global features, for every k tried."""
+
+    reducer: Any
+    models: dict[int, Any]  # k → fitted KMeans (k = 1: None)
+    reduced: np.ndarray
+
+    def labels(self, k: int) -> np.ndarray:
+        return np.zeros(len(self.reduced), int) if k == 1 else self.models[k].labels_.astype(int)
+
+    def assign(self, k: int, features: np.ndarray) -> np.ndarray:
+        if k == 1 or not len(features):
+            return np.zeros(len(features), int)
+        return self.models[k].predict(self.reducer.transform(features)).astype(int)
+
+
+def fit_clusterings(features: np.ndarray, ks: Sequence[int], pca_components: int, seed: int) -> Clustering:
+    """One k-means per k in ``ks`` (k ≤ number of images − 1) on the same reduced features."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
-    from sklearn.metrics import silhouette_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -430,33 +463,72 @@ def cluster_features(
     components = max(1, min(pca_components, n - 1, features.shape[1]))
     reducer = make_pipeline(StandardScaler(), PCA(n_components=components, random_state=seed))
     reduced = reducer.fit_transform(features)
+    models = {k: KMeans(n_clusters=k, n_init=10, random_state=seed).fit(reduced) for k in ks if 1 < k < n}
+    return Clustering(reducer, models, reduced)
 
-    def fit(k: int) -> KMeans:
-        return KMeans(n_clusters=k, n_init=10, random_state=seed).fit(reduced)
 
+def cluster_features(
+    features: np.ndarray, n_clusters: int | str, max_clusters: int, min_cluster_size: int, pca_components: int,
+    seed: int, k_selection: str = "silhouette", held_out_features: np.ndarray | None = None,
+    held_out_scores: np.ndarray | None = None, min_held_out_per_group: int = 2,
+) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, dict[int, float], dict[int, float]]:
+    """k-means groups of normal images standing in for classes.
+
+    ``n_clusters="auto"`` tries k in [2, max_clusters] (and k = 1 for ``held_out_scores``), keeping the k
+    whose clusters all hold ``min_cluster_size`` images, and picks by ``k_selection``:
+
+    - ``silhouette``: the best-separated clusters in feature space;
+    - ``held_out_scores``: the clusters that best predict the base's scores of the held-out normals
+      (:func:`leave_one_out_score_error`, every cluster needing ``min_held_out_per_group`` of them; ties go to
+      the smaller k). CADA's targets are score statistics, so classes that look alike but score differently
+      must not be merged, and classes that score alike need not be split. Needs no label and no anomaly.
+      When too few held-out normals leave no k ≥ 2 to compare, the silhouette decides (with a warning).
+
+    Returns (assign function for new features, labels of ``features``, silhouette per k, score error per k)."""
+    from sklearn.metrics import silhouette_score
+
+    if k_selection not in K_SELECTIONS:
+        raise ValueError(f"k_selection must be one of {K_SELECTIONS}, got {k_selection!r}")
+    n = len(features)
+    if n_clusters != "auto":
+        k = int(n_clusters)
+        clustering = fit_clusterings(features, [k], pca_components, seed)
+        return (lambda x: clustering.assign(k, x)), clustering.labels(k), {}, {}
+
+    ks = list(range(2, min(max_clusters, n - 1) + 1))
+    clustering = fit_clusterings(features, ks, pca_components, seed)
     silhouettes: dict[int, float] = {}
-    if n_clusters == "auto":
-        best_k, best_score, best_model = 1, -np.inf, None
-        for k in range(2, min(max_clusters, n - 1) + 1):
-            model = fit(k)
-            sizes = np.bincount(model.labels_, minlength=k)
-            score = float(silhouette_score(reduced, model.labels_, random_state=seed))
-            silhouettes[k] = score
-            if sizes.min() >= min_cluster_size and score > best_score:
-                best_k, best_score, best_model = k, score, model
-        if best_model is None:
-            logger.warning("CADA: no k in [2, %d] gives clusters of %d images; using one group", max_clusters,
-                           min_cluster_size)
-            return (lambda x: np.zeros(len(x), dtype=int)), np.zeros(n, dtype=int), silhouettes
-        kmeans = best_model
-        logger.info("CADA: k-means picked k=%d (silhouette %.3f)", best_k, best_score)
+    candidates = []  # k with clusters of at least min_cluster_size images
+    for k in ks:
+        labels = clustering.labels(k)
+        silhouettes[k] = float(silhouette_score(clustering.reduced, labels, random_state=seed))
+        if np.bincount(labels, minlength=k).min() >= min_cluster_size:
+            candidates.append(k)
+    errors: dict[int, float] = {}
+    if k_selection == "held_out_scores":
+        if held_out_features is None or held_out_scores is None:
+            raise ValueError("k_selection 'held_out_scores' needs the held-out normals' features and scores")
+        for k in [1, *candidates]:
+            groups = clustering.assign(k, held_out_features)
+            errors[k] = leave_one_out_score_error(held_out_scores, groups, min_held_out_per_group, n_groups=k)
+        if not any(np.isfinite(errors[k]) for k in candidates):
+            logger.warning(
+                "CADA: %d held-out normals leave no k in [2, %d] with %d of them in every cluster; k is chosen by "
+                "the silhouette instead (add validation normals or lower targets.min_scores_per_group)",
+                len(held_out_scores), max_clusters, min_held_out_per_group)
+            k_selection, errors = "silhouette", {}
+    if k_selection == "held_out_scores":
+        best_k = min(errors, key=lambda k: (errors[k], k))
     else:
-        kmeans = fit(int(n_clusters))
-
-    def assign(new_features: np.ndarray) -> np.ndarray:
-        return kmeans.predict(reducer.transform(new_features)) if len(new_features) else np.zeros(0, int)
-
-    return assign, kmeans.labels_.astype(int), silhouettes
+        best_k = max(candidates, key=lambda k: silhouettes[k]) if candidates else 1
+    if best_k == 1:
+        logger.warning("CADA: one group (%s)", "no k-means grouping predicts the held-out normal scores better"
+                       if k_selection == "held_out_scores" else
+                       f"no k in [2, {max_clusters}] gives clusters of {min_cluster_size} images")
+    else:
+        logger.info("CADA: k-means picked k=%d by %s (silhouette %.3f%s)", best_k, k_selection, silhouettes[best_k],
+                    f", held-out score error {errors[best_k]:.4g}" if errors else "")
+    return (lambda x: clustering.assign(best_k, x)), clustering.labels(best_k), silhouettes, errors
 
 
 def form_targets(
@@ -478,10 +550,18 @@ def form_targets(
     if settings.score_source not in SCORE_SOURCES:
         raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got {settings.score_source!r}")
     silhouettes: dict[int, float] = {}
+    score_errors: dict[int, float] = {}
     if method == "clusters":
-        assign, train_groups, silhouettes = cluster_features(
+        selection_features, selection_scores, min_per_group = {
+            "val": (val_features, val_scores, settings.min_scores_per_group),
+            "train": (train_features, train_scores, 2),
+            "train+val": (np.concatenate([train_features, val_features]), np.concatenate([train_scores, val_scores]),
+                          2),
+        }[settings.score_source]
+        assign, train_groups, silhouettes, score_errors = cluster_features(
             train_features, settings.n_clusters, settings.max_clusters, settings.min_cluster_size,
-            settings.pca_components, settings.seed,
+            settings.pca_components, settings.seed, settings.k_selection, selection_features, selection_scores,
+            min_per_group,
         )
         val_groups = assign(val_features)
     elif method == "labels":
@@ -527,6 +607,7 @@ def form_targets(
         group_sizes={str(g): int((groups == g).sum()) for g in range(n_groups)},
         composition=composition,
         silhouette=silhouettes,
+        score_error=score_errors,
         fallback_groups=fallback,
     )
     return groups, stats, report

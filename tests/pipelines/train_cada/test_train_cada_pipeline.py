@@ -62,8 +62,10 @@ def _params() -> dict:
                "sigma": 1.0},
         "rd_training": {"epochs": 2, "batch_size": 4, "lr": 0.005, "betas": [0.5, 0.999]},
         "regressor": {"feature_source": "auto", "hidden": 16, "prototypes": 4},
-        "targets": {"target_method": "clusters", "n_clusters": "auto", "max_clusters": 3, "min_cluster_size": 3,
-                    "score_source": "val", "min_scores_per_group": 3, "epochs": 20, "seed": 0},
+        # k by the silhouette: the tiny random bases score both looks alike, so the default rule (k by how well
+        # clusters predict held-out scores, tests/models/test_cada.py) would rightly keep one group
+        "targets": {"target_method": "clusters", "n_clusters": "auto", "k_selection": "silhouette", "max_clusters": 3,
+                    "min_cluster_size": 3, "score_source": "val", "min_scores_per_group": 3, "epochs": 20, "seed": 0},
         "threshold": {},
     }
 
@@ -117,6 +119,7 @@ def test_cada_bundles_wrap_their_base_and_find_the_categories_without_labels(out
     assert bundle.name == "cada" and bundle.config["base_name"] == base
     assert bundle.info["tags"]["base_model"] == base and bundle.info["tags"]["setting"] == "class_agnostic"
     assert bundle.info["tags"]["cada_feature_source"] == "base"  # reuses the base's frozen encoder
+    assert bundle.info["tags"]["cada_k_selection"] == "silhouette"
     groups = outputs[name.replace("_model", "_groups")]
     assert len(groups) == 2
     counts = groups[["n_bright", "n_dark"]].to_numpy()

@@ -140,6 +140,8 @@ def fit_cada_on_base(
         "cada_feature_source": model.feature_source,
         "cada_groups": str(report.n_groups),
     }
+    if settings.target_method == "clusters" and settings.n_clusters == "auto":
+        tags["cada_k_selection"] = settings.k_selection
     if regressor_extractor is not None:
         tags.update({f"cada_regressor_{k}": v for k, v in regressor_extractor.weights.as_tags().items()})
     info = {

@@ -188,7 +188,7 @@ WHY = {
                  "peak) take a third of the time, the backbone's convolutions a fifth, 12 softmaxes over 8×196×196 "
                  "scores a tenth; the rest is memory-bound element-wise work. The machine's speed drifts by 10–30 % "
                  "between minutes, which moves this figure across the target: see the same-window ratio in the "
-                 "section 'UniAD side by side with the official code'",
+                 "sections 'UniAD side by side with the official code (<CPU class or GPU>)'",
     "train_per_epoch": "the transformer (≈ 10 GFLOP per image per step, forward + backward) dominates both codes' "
                        "epochs; caching the frozen backbone saves only its share; the published dropouts (attention "
                        "weights 12 × 8×196×196 per image) still cost a tenth of a CPU step after the cheaper masks",
@@ -264,7 +264,7 @@ def markdown(results: list[dict], args, params: dict) -> str:
         f"quality, I-AUROC ≥ {OFFICIAL['image_AUROC']}: ≤ {official_min / 3:.1f} min).",
         "",
         "Per-epoch speed-up below: against the official code's 70.6 s measured by the peers in another window; the "
-        "same-window ratio is in the section 'UniAD side by side with the official code' (the machine's speed drifts).",
+        "same-window ratio is in the sections 'UniAD side by side with the official code (<CPU class or GPU>)' (the machine's speed drifts).",
         "",
         "| run | I-AUROC | P-AUROC | AUPRO | img/s | per-epoch speed-up | total-time speed-up | matched quality |",
         "|---|---|---|---|---|---|---|---|",

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_uniad import MTD, load_mtd  # noqa: E402
-from report import write_section  # noqa: E402
+from report import cpu_isa, write_section  # noqa: E402
 
 from unified_anomaly.models import build_model  # noqa: E402
 from unified_anomaly.models.backbones import build_feature_extractor  # noqa: E402
@@ -64,7 +64,14 @@ from unified_anomaly.models.uniad_training import (  # noqa: E402
     train_uniad,
 )
 
-SECTION = "UniAD side by side with the official code"
+SECTION = "UniAD side by side with the official code"  # + the machine class: one section per class
+
+
+def section_title() -> str:
+    """The section for this machine class (GPU name, or the CPU's vector ISA: bf16 decides our CPU speed)."""
+    if torch.cuda.is_available():
+        return f"{SECTION} ({torch.cuda.get_device_name(0)})"
+    return f"{SECTION} ({cpu_isa() or 'unknown ISA'} CPU)"
 ADAPTER = "ua_official_lite0"  # module name the official ModelHelper imports the backbone from
 INPUT = 224
 
@@ -281,7 +288,7 @@ def main() -> None:
     if args.no_write:
         print(body)
     else:
-        write_section(SECTION, body)
+        write_section(section_title(), body)
 
 
 if __name__ == "__main__":

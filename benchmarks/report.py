@@ -14,30 +14,35 @@ DOC_ENV = "UNIFIED_ANOMALY_BENCHMARKS_DOC"  # another file to write to (benchmar
 HEADER = "# Benchmarks\n\nEvery number below was measured by the script named in its section; re-run it to refresh.\n"
 
 
-def cpu_description() -> str:
-    """The CPU's model name and widest vector ISA relevant to torch (bf16 matmuls need AVX-512 BF16 or AMX):
-    two machines named alike can differ by 2× in these benchmarks."""
+def _cpuinfo() -> dict[str, str]:
+    """The first CPU's fields of /proc/cpuinfo (empty where there is none)."""
     info: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():  # the first CPU's fields
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return info
+
+
+def cpu_isa() -> str:
+    """The widest vector ISA relevant to torch: bf16 matmuls need AVX-512 BF16 or AMX ("" when unknown)."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"),
+                       ("avx2", "AVX2")):
+        if flag in flags:
+            return name
+    return ""
+
+
+def cpu_description() -> str:
+    """The CPU's model name, family/model and ISA: two machines named alike can differ by 2× in these
+    benchmarks."""
+    info = _cpuinfo()
     cpu = info.get("model name") or platform.processor() or platform.machine()
     family = f"family {info['cpu family']} model {info.get('model', '?')}" if "cpu family" in info else ""
-    flags = set(info.get("flags", "").split())
-    if "amx_bf16" in flags:
-        isa = "AMX-BF16"
-    elif "avx512_bf16" in flags:
-        isa = "AVX-512 BF16"
-    elif "avx512f" in flags:
-        isa = "AVX-512"
-    elif "avx2" in flags:
-        isa = "AVX2"
-    else:
-        isa = ""
-    return ", ".join(part for part in (cpu, family, isa) if part)
+    return ", ".join(part for part in (cpu, family, cpu_isa()) if part)
 
 
 def machine() -> str:

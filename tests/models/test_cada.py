@@ -178,6 +178,10 @@ def test_k_selection_falls_back_to_the_silhouette_without_enough_held_out_normal
     assert report.n_groups == 2 and not report.score_error  # not k = 1 by default: the silhouette decides
     with pytest.raises(ValueError, match="k_selection"):
         form_targets(train_f, train_s, train_f, train_s, CADAFitSettings(k_selection="elbow"))
+    with pytest.raises(ValueError, match="n_clusters=500"):
+        form_targets(train_f, train_s, val_f, val_s, CADAFitSettings(n_clusters=500))
+    fixed = form_targets(train_f, train_s, val_f, val_s, CADAFitSettings(n_clusters=3))[2]
+    assert fixed.n_groups == 3 and not fixed.score_error and not fixed.silhouette
 
 
 def test_single_group_cannot_fix_the_pooled_ranking():

@@ -440,7 +440,7 @@ class Clustering:
     """k-means on standardised, PCA-reduced global features, for every k tried."""
 
     reducer: Any
-    models: dict[int, Any]  # k → fitted KMeans (k = 1: None)
+    models: dict[int, Any]  # k → fitted KMeans (k = 1 needs none)
     reduced: np.ndarray
 
     def labels(self, k: int) -> np.ndarray:
@@ -492,6 +492,9 @@ def cluster_features(
     n = len(features)
     if n_clusters != "auto":
         k = int(n_clusters)
+        if not 1 <= k < max(n, 2):
+            raise ValueError(f"targets.n_clusters={k} needs between 1 and {max(n - 1, 1)} clusters for {n} normal "
+                             "training images; lower it or use n_clusters: auto")
         clustering = fit_clusterings(features, [k], pca_components, seed)
         return (lambda x: clustering.assign(k, x)), clustering.labels(k), {}, {}
 

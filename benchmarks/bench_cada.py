@@ -427,7 +427,7 @@ def main() -> None:
             or f"load average {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores at the end",
             "cada": ("targets from k-means on the pooled base-encoder features (k chosen by "
                      + ("how well the clusters predict the base's validation-normal scores, leave-one-out"
-                        if settings.get("k_selection", "held_out_scores") == "held_out_scores" else "silhouette")
+                        if CADAFitSettings(**settings).k_selection == "held_out_scores" else "silhouette")
                      + f"), u = mean and γ = {gamma_name} of the base's scores on each cluster's validation normals"),
         }
         text = markdown(pd.DataFrame(all_rows), all_overhead, all_reports, all_levels, info)

@@ -65,6 +65,8 @@ from unified_anomaly.models.uniad_training import (  # noqa: E402
 )
 
 SECTION = "UniAD side by side with the official code"  # + the machine class: one section per class
+ADAPTER = "ua_official_lite0"  # module name the official ModelHelper imports the backbone from
+INPUT = 224
 
 
 def section_title() -> str:
@@ -72,8 +74,6 @@ def section_title() -> str:
     if torch.cuda.is_available():
         return f"{SECTION} ({torch.cuda.get_device_name(0)})"
     return f"{SECTION} ({cpu_isa() or 'unknown ISA'} CPU)"
-ADAPTER = "ua_official_lite0"  # module name the official ModelHelper imports the backbone from
-INPUT = 224
 
 
 class AttrDict(dict):

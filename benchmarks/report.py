@@ -26,9 +26,9 @@ def _cpuinfo() -> dict[str, str]:
     return info
 
 
-def cpu_isa() -> str:
+def cpu_isa(info: dict[str, str] | None = None) -> str:
     """The widest vector ISA relevant to torch: bf16 matmuls need AVX-512 BF16 or AMX ("" when unknown)."""
-    flags = set(_cpuinfo().get("flags", "").split())
+    flags = set((_cpuinfo() if info is None else info).get("flags", "").split())
     for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"),
                        ("avx2", "AVX2")):
         if flag in flags:
@@ -42,7 +42,7 @@ def cpu_description() -> str:
     info = _cpuinfo()
     cpu = info.get("model name") or platform.processor() or platform.machine()
     family = f"family {info['cpu family']} model {info.get('model', '?')}" if "cpu family" in info else ""
-    return ", ".join(part for part in (cpu, family, cpu_isa()) if part)
+    return ", ".join(part for part in (cpu, family, cpu_isa(info)) if part)
 
 
 def machine() -> str:

@@ -424,8 +424,7 @@ def leave_one_out_score_error(
     over-split group's mean is noisier). ``inf`` when one of the ``n_groups`` groups (default: those present)
     holds fewer than ``min_per_group`` scores."""
     scores, groups = np.asarray(scores, dtype=float), np.asarray(groups, dtype=int)
-    n_groups = int(groups.max()) + 1 if n_groups is None and len(groups) else int(n_groups or 0)
-    counts = np.bincount(groups, minlength=n_groups)
+    counts = np.bincount(groups, minlength=n_groups or 0)
     if not len(scores) or counts.min() < max(2, min_per_group):
         return float("inf")
     total = 0.0
@@ -555,12 +554,14 @@ def form_targets(
     silhouettes: dict[int, float] = {}
     score_errors: dict[int, float] = {}
     if method == "clusters":
-        selection_features, selection_scores, min_per_group = {
-            "val": (val_features, val_scores, settings.min_scores_per_group),
-            "train": (train_features, train_scores, 2),
-            "train+val": (np.concatenate([train_features, val_features]), np.concatenate([train_scores, val_scores]),
-                          2),
-        }[settings.score_source]
+        # k is judged on the scores that give u and γ
+        if settings.score_source == "val":
+            selection_features, selection_scores, min_per_group = val_features, val_scores, settings.min_scores_per_group
+        elif settings.score_source == "train":
+            selection_features, selection_scores, min_per_group = train_features, train_scores, 2
+        else:
+            selection_features = np.concatenate([train_features, val_features])
+            selection_scores, min_per_group = np.concatenate([train_scores, val_scores]), 2
         assign, train_groups, silhouettes, score_errors = cluster_features(
             train_features, settings.n_clusters, settings.max_clusters, settings.min_cluster_size,
             settings.pca_components, settings.seed, settings.k_selection, selection_features, selection_scores,

@@ -40,14 +40,16 @@ from bench_uniadc import (  # noqa: E402  (benchmarks/ is the script folder)
     load_mtd,
     params_for,
     predict_rows,
+    reweight_memory,
     synthesize,
 )
-from report import write_section  # noqa: E402
+from report import peak_rss_mb, write_section  # noqa: E402
 
 from unified_anomaly.models.contract import pick_device  # noqa: E402
 from unified_anomaly.pipelines.train_uniadc.nodes import selection_rows  # noqa: E402
 
 TITLE = "UniADC hyper-parameter selection"
+MEMORY_TITLE = "UniADC normal-memory weight selection"
 _MTD = "synthesize.priors.datasets.mtd.magnetic_tile"
 # The MTD priors before commit 5a53c82 (conf/base/parameters_synthesize.yml at 3f731ef): masks only, no styles.
 OLD_PRIOR_MASKS = {
@@ -91,22 +93,32 @@ def parse_candidates(names: str) -> dict[str, dict]:
     return chosen
 
 
-def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, cache: dict) -> dict:
-    """Fit one candidate on one setting; metrics on the selection set only (never test)."""
+def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, cache: dict,
+                  memory_weights: list[float] | None = None) -> dict[str, dict]:
+    """Fit one candidate on one setting; metrics on the selection set only (never test). With
+    ``memory_weights`` the fit builds the normal memory and each weight is scored on it (training does not
+    depend on the weight): one entry per weight, keyed ``+mem<w>``; else one entry keyed ``""``."""
     setting, kn, ka = SETTINGS[key]
+    if memory_weights:
+        overrides = {**overrides, "train_uniadc.model.normal_memory.weight": max(memory_weights)}
     params = params_for(setting, kn, ka, epochs, overrides)
     synth_key = (key, json.dumps({k: v for k, v in overrides.items() if k.startswith("synthesize.")}, sort_keys=True))
     if synth_key not in cache:
         cache[synth_key] = synthesize(store, setting, kn, ka, overrides)
-    model, history, summary, fit_s = fit_setting(store, cache[synth_key], params)
+    model, history, summary, fit_s, val = fit_setting(store, cache[synth_key], params)
     rows = selection_rows(store, setting, ka)
-    probs, argmax, scores = predict_rows(model, store, rows, device, desc="UniADC selection set")
-    metrics = evaluate(probs, argmax, scores, store, rows, history["pixel_threshold"])
     labels = store.labels(rows)
-    return {"metrics": {k: metrics.get(k) for k in KEYS}, "fit_s": fit_s, "best_epoch": history["best_epoch"],
+    entries = {}
+    for weight in memory_weights or [None]:
+        threshold = history["pixel_threshold"] if weight is None else reweight_memory(model, weight, val, device)
+        probs, argmax, scores = predict_rows(model, store, rows, device, desc="UniADC selection set")
+        metrics = evaluate(probs, argmax, scores, store, rows, threshold)
+        entries["" if weight is None else f"+mem{weight:g}"] = {
+            "metrics": {k: metrics.get(k) for k in KEYS}, "fit_s": fit_s, "best_epoch": history["best_epoch"],
             "iterations": params["training"]["epochs"] * params["training"]["steps_per_epoch"],
             "epsilon": float(model.epsilon.detach()), "selection_normals": int((labels == 0).sum()),
-            "selection_anomalies": int(labels.sum()), "overrides": overrides}
+            "selection_anomalies": int(labels.sum()), "overrides": overrides, "memory_weight": weight}
+    return entries
 
 
 def score(entry: dict) -> float:
@@ -116,6 +128,8 @@ def score(entry: dict) -> float:
 
 def report(results: dict, load: float) -> str:
     """The selection table, the per-candidate scores by iterations, and the rule."""
+    memory = any(entry.get("memory_weight") is not None for entry in results.values())
+
     def pct(v):
         return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
 
@@ -133,10 +147,11 @@ def report(results: dict, load: float) -> str:
         "thr: the threshold stored from validation) / fine Acc (anomalous images only), in %; ε = the learnt "
         "temperature at the selected epoch; fit = training time under load (another process on the cores, "
         f"1-min load {load:.1f}: not a timing). Rule: score = mean over zs1 and fs21 of mean(I-AUROC, Acc, fine "
-        "Acc); a candidate replaces conf only if it beats `base` at the full 250 iterations. `base` = conf/base "
-        "as it was when measured (EfficientNet-Lite0 and the current MTD priors); few-shot synthesis cuts and "
-        "pastes the support regions and does not read the zero-shot priors, so `old_priors` on fs21 repeats "
-        "`base`.",
+        "Acc); a candidate replaces conf only if it beats `base` at the full 250 iterations. "
+        + ("`base` = conf/base as it is (EfficientNet-Lite2; normal memory off)." if memory else
+           "`base` = conf/base as it was when measured (EfficientNet-Lite0 and the current MTD priors); few-shot "
+           "synthesis cuts and pastes the support regions and does not read the zero-shot priors, so "
+           "`old_priors` on fs21 repeats `base`."),
         "",
         "| candidate | setting | iterations | I-AUROC | P-AUROC | Acc | Acc (val thr) | fine Acc | ε | best epoch "
         "| fit |",
@@ -162,7 +177,7 @@ def report(results: dict, load: float) -> str:
                      f"{pct(total)} |")
     fitted = {entry["candidate"] for entry in results.values()}
     missing = [name for name in CANDIDATES if name not in fitted]
-    if missing:
+    if missing and not memory:
         lines += ["", f"Defined in the script but not fitted in this table (time): {', '.join(missing)}."]
     full = sorted((r for r in ranked if r[2] == max(i for _, _, i in ranked)), reverse=True) if ranked else []
     if full:
@@ -182,8 +197,11 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="results file, merged with what it already holds")
     parser.add_argument("--from-json", default=None,
                         help="comma-separated results files (e.g. one process per candidate): only the report")
+    parser.add_argument("--memory-weights", default=None,
+                        help="comma-separated normal-memory weights scored on each fit (e.g. 0,0.25,0.5,0.75,1)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
+    memory_weights = [float(w) for w in args.memory_weights.split(",")] if args.memory_weights else None
     torch.set_num_threads(args.threads)
     results: dict = {}
     for name in (args.from_json or "").split(","):
@@ -199,19 +217,37 @@ def main() -> None:
         for name, overrides in parse_candidates(args.candidates).items():
             for key in args.settings.split(","):
                 t0 = time.perf_counter()
-                entry = run_candidate(store, key, overrides, args.epochs, device, cache)
-                entry.update(candidate=name, setting=key)
-                results[f"{name}/{key}/{entry['iterations']}"] = entry
-                print(name, key, entry["iterations"], {k: round(v, 4) for k, v in entry["metrics"].items()},
-                      f"eps {entry['epsilon']:.3f} best {entry['best_epoch']} fit {entry['fit_s']:.0f}s "
-                      f"total {time.perf_counter() - t0:.0f}s", flush=True)
+                entries = run_candidate(store, key, overrides, args.epochs, device, cache, memory_weights)
+                for suffix, entry in entries.items():
+                    entry.update(candidate=name + suffix, setting=key)
+                    results[f"{name + suffix}/{key}/{entry['iterations']}"] = entry
+                    print(name + suffix, key, entry["iterations"],
+                          {k: round(v, 4) for k, v in entry["metrics"].items()},
+                          f"eps {entry['epsilon']:.3f} best {entry['best_epoch']} fit {entry['fit_s']:.0f}s "
+                          f"total {time.perf_counter() - t0:.0f}s", flush=True)
                 if path:
                     path.write_text(json.dumps(results, indent=1, default=float))
     text = report(results, os.getloadavg()[0])
     print(text)
-    if not args.no_docs:
+    if args.no_docs:
+        return
+    rss = ("not recorded by the run that made these numbers (--from-json)." if args.from_json
+           else f"{peak_rss_mb():.0f} MB.")
+    text += f"\n\nPeak RSS of the benchmark process (ru_maxrss, every model run of it together, data included): {rss}"
+    if any(entry.get("memory_weight") is not None for entry in results.values()):
+        write_section(MEMORY_TITLE, memory_preamble() + "\n\n" + text,
+                      command="python benchmarks/select_uniadc.py --candidates base --settings zs1,fs21 --threads 2 "
+                      "--memory-weights 0,0.25,0.5,0.75,1 --json ..., then --from-json")
+    else:
         write_section(TITLE, text, command="python benchmarks/select_uniadc.py --candidates <see table> "
                       "--settings zs1,fs21 --threads 1 --json ... (screens with --epochs 10), then --from-json")
+
+
+def memory_preamble() -> str:
+    return ("The normal memory (`train_uniadc.model.normal_memory`, a project extension) is built after training, "
+            "so one fit per setting scores every weight: `base+mem<w>` = conf with weight w (`+mem0` = conf, the "
+            "paper's discriminator map alone). Same selection set, rule and caveats as in the section "
+            "\"UniADC hyper-parameter selection\"; the table's `base` there is an older conf (Lite0).")
 
 
 if __name__ == "__main__":

@@ -222,3 +222,113 @@ def test_open_clip_without_weights_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="local checkpoint"):
         UniADC(["crack"], {"kind": "open_clip", "name": "ViT-B-32", "pretrained": "/nonexistent/file.pt"})
+
+
+# ---- normal memory (project extension) -------------------------------------------------------------------------
+
+
+def memory_model(weight: float, **memory) -> UniADC:
+    torch.manual_seed(0)
+    model = UniADC(["bright", "dark"], dict(TINY), text_dim=16, fusion_dim=16, fusion_stride=4, resolution=32,
+                   normal_memory={"weight": weight, "layers": [0, 1], **memory})
+    model.set_class_embeddings(encode_class_texts(["bright", "dark"], {"kind": "random", "dim": 16, "seed": 1})[0])
+    return model
+
+
+def _fit_briefly(model: UniADC, val: SampleSet | None = None) -> dict:
+    config = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=8, eval_every=1, seed=0, device="cpu")
+    return fit_uniadc(model, _toy_set(12), _toy_set(9, seed=1) if val is None else val, config)
+
+
+def test_normal_memory_is_off_by_default():
+    model = tiny_model()
+    history = _fit_briefly(model)
+    assert "normal_memory" not in history and model.memory_bank.shape[0] == 0 and not model.memory_active
+    out = model.predict(torch.rand(2, 3, 32, 32))
+    assert "memory_distance" not in out.extras
+    assert model.bundle_config()["memory_patches"] == 0
+
+
+def test_normal_memory_holds_the_real_normals_and_fuses_standardised_maps():
+    model = memory_model(0.5)
+    train = _toy_set(12)
+    history = _fit_briefly(model)
+    normals = int((train.is_real & ~(train.masks > 0).any((1, 2))).sum())
+    grid = 32 // 4  # the first memory layer (stride 4)
+    assert history["normal_memory"]["images"] == normals == 4
+    assert model.memory_bank.shape == (normals * grid * grid, sum(model.encoder.channels[:2]))
+    images = torch.from_numpy(train.images[[0, 1]]).permute(0, 3, 1, 2).float() / 255  # a normal, an anomaly
+    out = model.predict(images)
+    distances, probs = out.extras["memory_distance"], out.extras["discriminator_map"]
+    assert float(distances[0].abs().max()) < 1e-3  # a memorised image is at distance 0 everywhere
+    square = torch.from_numpy(train.masks[1] > 0)
+    assert distances[1][square].mean() > 3 * distances[1][~square].mean()  # the square is far from normal
+    mu_p, sd_p, mu_d, sd_d = model.memory_stats[-1].tolist()
+    expected = 0.5 * (probs - mu_p) / sd_p + 0.5 * (distances - mu_d) / sd_d
+    assert torch.allclose(out.anomaly_map, expected, atol=1e-5)
+    k = model.top_k_for(32, 32)
+    assert torch.allclose(out.image_score, out.anomaly_map.flatten(1).topk(k, 1).values.mean(1))
+    # the pixel threshold is calibrated on the fused validation maps, not on probabilities
+    assert history["pixel_threshold"] == pytest.approx(float(model.pixel_threshold))
+
+
+def test_memory_weight_one_ranks_pixels_by_distance_alone():
+    model = memory_model(1.0)
+    _fit_briefly(model)
+    out = model.predict(torch.rand(2, 3, 32, 32))
+    order_map = out.anomaly_map.flatten().argsort()
+    order_distance = out.extras["memory_distance"].flatten().argsort()
+    assert torch.equal(order_map, order_distance)
+
+
+def test_normal_memory_is_per_category():
+    torch.manual_seed(0)
+    model = UniADC(["crack", "stain"], dict(TINY), class_categories=["tile", "cloth"], text_dim=16, fusion_dim=16,
+                   fusion_stride=4, resolution=32, normal_memory={"weight": 1.0, "layers": [0]})
+    tile, cloth = torch.full((1, 3, 32, 32), 0.2), torch.full((1, 3, 32, 32), 0.8)
+    features = [torch.cat(pair) for pair in zip(model.extract(tile), model.extract(cloth), strict=True)]
+    model.set_normal_memory(features, ["tile", "cloth"])
+    size = (32, 32)
+    own = model.memory_distance(model.extract(tile), ["tile"], size)
+    other = model.memory_distance(model.extract(tile), ["cloth"], size)
+    assert float(own.max()) < 1e-3 < float(other.min())
+
+
+def test_memory_subsample_is_seeded_and_capped():
+    model = memory_model(0.5, max_patches=50)
+    features = model.extract(torch.rand(3, 3, 32, 32))
+    model.set_normal_memory(features, ["", "", ""], seed=3)
+    first = model.memory_bank.clone()
+    model.set_normal_memory(features, ["", "", ""], seed=3)
+    assert first.shape[0] == 50 and torch.equal(first, model.memory_bank)
+
+
+def test_normal_memory_survives_the_bundle(tmp_path):
+    model = memory_model(0.5)
+    _fit_briefly(model)
+    save_bundle(tmp_path / "m", ModelBundle("uniadc", model.bundle_config(), model))
+    loaded = load_bundle(tmp_path / "m")
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(model.predict(images).anomaly_map, loaded.model.predict(images).anomaly_map, atol=1e-5)
+
+
+def test_normal_memory_refuses_bad_settings_and_missing_validation_normals():
+    with pytest.raises(ValueError, match="weight must lie in"):
+        memory_model(1.5)
+    with pytest.raises(ValueError, match="must index the encoder"):
+        memory_model(0.5, layers=[7])
+    with pytest.raises(ValueError, match="unknown normal_memory keys"):
+        memory_model(0.5, wieght=1)
+    val = _toy_set(9, seed=1)
+    anomalous_only = SampleSet(val.images[1:3], val.masks[1:3], val.categories[1:3], val.is_real[1:3])
+    with pytest.raises(ValueError, match="validation holds none"):
+        _fit_briefly(memory_model(0.5), anomalous_only)
+
+
+def test_nearest_distance_in_chunks_equals_the_full_matrix():
+    from unified_anomaly.models.uniadc import nearest_distance
+
+    queries, bank = torch.randn(37, 5), torch.randn(23, 5)
+    full = torch.cdist(queries, bank).amin(1)
+    assert torch.allclose(nearest_distance(queries, bank, max_elements=50), full)  # chunks of 2 queries
+    assert torch.allclose(nearest_distance(queries, bank), full)

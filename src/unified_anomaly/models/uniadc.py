@@ -32,6 +32,14 @@ Thresholds: ``pixel_threshold`` (a buffer, saved with the weights) is the probab
 anomalous for the class map and the image class. It is set from the VALIDATION split (min-max of the validation
 maps, 0.5, mirroring §1 with validation statistics, §6 #3). ``class_map_from_scores(..., threshold=None)`` gives
 the paper's transductive rule (min-max over the whole test set) for comparable Acc / mIoU.
+
+Normal memory (a project extension, not in the paper or its code; ``normal_memory.weight`` 0 = off, the paper):
+the encoder's patch features of the Kn real normal training images are kept as a memory bank (PatchCore-style:
+``layers`` of the feature list, ``pool``×``pool`` average-pooled, concatenated on the first layer's grid). At
+inference each patch's nearest-neighbour distance to its category's memory is upsampled, and the anomaly map is
+``(1 − w)·z(p) + w·z(d)``: the discriminator's probability p and the distance d, each standardised by its mean
+and std over the VALIDATION normals' pixels (``memory_stats``). Training is untouched: the memory and its
+statistics are set after checkpoint selection, before the thresholds are calibrated on the fused map.
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}", "an image of a {}", "a photo of the {}", "an image of the {}",
     "a close-up photo of {}", "a cropped image featuring {}",
 )
+# normal_memory defaults: weight 0 = off (the paper's discriminator alone); layers index the encoder's feature list.
+MEMORY_DEFAULTS: dict[str, Any] = {"weight": 0.0, "layers": [1, 2], "pool": 3, "max_patches": 65536}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -303,6 +313,8 @@ class UniADC(nn.Module):
         loss_weights: dict[str, float] | None = None,
         encoder_tags: dict[str, str] | None = None,
         text_tags: dict[str, str] | None = None,
+        normal_memory: dict[str, Any] | None = None,
+        memory_patches: int = 0,
     ) -> None:
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in {"self", "__class__"}}
@@ -335,6 +347,24 @@ class UniADC(nn.Module):
         masks = torch.tensor([[c == cat for c in self.class_categories] for cat in self.categories])
         self.register_buffer("category_classes", masks, persistent=False)
 
+        memory = {**MEMORY_DEFAULTS, **(normal_memory or {})}
+        unknown = sorted(set(memory) - set(MEMORY_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown normal_memory keys {unknown}; known: {sorted(MEMORY_DEFAULTS)}")
+        self.memory_weight = float(memory["weight"])
+        if not 0.0 <= self.memory_weight <= 1.0:
+            raise ValueError(f"normal_memory.weight must lie in [0, 1], got {self.memory_weight}")
+        self.memory_layers = [int(i) for i in memory["layers"]]
+        if not self.memory_layers or any(not 0 <= i < len(self.encoder.channels) for i in self.memory_layers):
+            raise ValueError(f"normal_memory.layers {self.memory_layers} must index the encoder's "
+                             f"{len(self.encoder.channels)} feature maps (0..{len(self.encoder.channels) - 1})")
+        self.memory_pool, self.memory_max_patches = int(memory["pool"]), int(memory["max_patches"])
+        memory_dim = sum(self.encoder.channels[i] for i in self.memory_layers)
+        self.register_buffer("memory_bank", torch.zeros(int(memory_patches), memory_dim))
+        self.register_buffer("memory_category", torch.zeros(int(memory_patches), dtype=torch.long))
+        # per category (+ a last row over all): mean and std of p and d on the validation normals
+        self.register_buffer("memory_stats", torch.tensor([[0.0, 1.0, 0.0, 1.0]] * (len(self.categories) + 1)))
+
     # ---- set-up ------------------------------------------------------------------------------------------
     def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
         """Stores the (frozen) text embeddings, one row per class, in the order of ``class_names``."""
@@ -352,6 +382,7 @@ class UniADC(nn.Module):
         config["encoder"] = {**self.encoder_spec, "load_weights": False}
         config["encoder_tags"] = self.weight_tags_image()
         config["text_tags"] = dict(self.text_tags)
+        config["memory_patches"] = int(self.memory_bank.shape[0])
         return config
 
     def weight_tags_image(self) -> dict[str, str]:
@@ -461,20 +492,128 @@ class UniADC(nn.Module):
         (1..C_cat, as in the ImageStore); otherwise they are global (identical when there is one category).
         """
         self.eval()
-        detection, logits = self.forward(images, category)
+        features = self.extract(images)
+        classes = None if category is None else self.class_mask(category, len(images), images.device)
+        out_size = tuple(images.shape[-2:])
+        detection, logits = self.head(features, out_size, classes)
         if category is not None:
             logits = logits[:, self.class_mask(category, 1, logits.device)[0]]
         probs = torch.sigmoid(detection)
+        extras = {"detection_logits": detection}
+        if self.memory_active:
+            names = None if category is None else [category] * len(images)
+            distances = self.memory_distance(features, names, out_size)
+            extras.update(discriminator_map=probs, memory_distance=distances)
+            probs = self.fuse_maps(probs, distances, names)
         k = min(self.top_k_for(*probs.shape[-2:]), probs[0].numel())
         image_score = probs.flatten(1).topk(k, dim=1).values.mean(1)
         class_map = class_map_from_scores(probs, logits.argmax(1), float(self.pixel_threshold))
+        extras["class_map"] = class_map
         return Predictions(
             anomaly_map=probs,
             image_score=image_score,
             class_logits=logits,
             image_class=vote_image_class(class_map, logits.shape[1]),
-            extras={"detection_logits": detection, "class_map": class_map},
+            extras=extras,
         )
+
+    # ---- normal memory (project extension; weight 0 = off) ---------------------------------------------------
+    def set_memory_weight(self, weight: float) -> None:
+        """Changes the fusion weight of a built memory (0 = the discriminator alone); recalibrate thresholds after."""
+        if not 0.0 <= float(weight) <= 1.0:
+            raise ValueError(f"normal_memory.weight must lie in [0, 1], got {weight}")
+        self.memory_weight = float(weight)
+        self.config["normal_memory"] = {**MEMORY_DEFAULTS, **(self.config.get("normal_memory") or {}),
+                                        "weight": self.memory_weight}
+
+    @property
+    def memory_active(self) -> bool:
+        return self.memory_weight > 0 and self.memory_bank.shape[0] > 0
+
+    def memory_embedding(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """B×D×h×w patch descriptors: the memory layers, locally averaged, on the first memory layer's grid."""
+        maps = [features[i].float() for i in self.memory_layers]
+        if self.memory_pool > 1:
+            maps = [F.avg_pool2d(m, self.memory_pool, 1, self.memory_pool // 2) for m in maps]
+        size = maps[0].shape[-2:]
+        maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+                for m in maps]
+        return torch.cat(maps, 1)
+
+    @torch.no_grad()
+    def set_normal_memory(self, features: Sequence[torch.Tensor], categories: Sequence[str], seed: int = 0) -> None:
+        """Stores every patch of the given normal images (at most ``max_patches`` per category, a seeded random
+        subset beyond that) as the memory of its category."""
+        unknown = sorted(set(categories) - set(self.categories))
+        if unknown:
+            raise KeyError(f"categories {unknown} are not in this model ({self.categories})")
+        embedding = self.memory_embedding(features)
+        n, dim, h, w = embedding.shape
+        patches = embedding.permute(0, 2, 3, 1).reshape(n * h * w, dim)
+        owner = torch.tensor([self.categories.index(c) for c in categories], device=patches.device)
+        owner = owner.repeat_interleave(h * w)
+        generator = torch.Generator().manual_seed(int(seed))
+        keep = []
+        for index in range(len(self.categories)):
+            rows = torch.nonzero(owner == index).flatten().cpu()
+            if len(rows) > self.memory_max_patches:
+                rows = rows[torch.randperm(len(rows), generator=generator)[: self.memory_max_patches]].sort().values
+            keep.append(rows)
+        keep = torch.cat(keep).to(patches.device)
+        self.memory_bank = patches[keep].contiguous().to(self.memory_stats.device)
+        self.memory_category = owner[keep].to(self.memory_stats.device)
+
+    @torch.no_grad()
+    def memory_distance(self, features: Sequence[torch.Tensor], categories: Sequence[str] | None,
+                        out_size: tuple[int, int]) -> torch.Tensor:
+        """B×H×W nearest-neighbour distance of each patch to its category's memory (all memory when None)."""
+        embedding = self.memory_embedding(features)
+        b, dim, h, w = embedding.shape
+        patches = embedding.permute(0, 2, 3, 1).reshape(b, h * w, dim)
+        bank = self.memory_bank.to(patches.device)
+        distances = torch.empty(b, h * w, device=patches.device)
+        groups = {None: list(range(b))} if categories is None else {}
+        for i, name in enumerate(categories or ()):
+            groups.setdefault(name, []).append(i)
+        for name, members in groups.items():
+            rows = bank if name is None else bank[self.memory_category.to(bank.device) == self.categories.index(name)]
+            if len(rows) == 0:
+                raise ValueError(f"the normal memory holds no patch of category {name!r}")
+            distances[members] = nearest_distance(patches[members].reshape(-1, dim), rows).view(len(members), -1)
+        distances = distances.view(b, 1, h, w)
+        return F.interpolate(distances, size=out_size, mode="bilinear", align_corners=False)[:, 0]
+
+    def _stats_rows(self, categories: Sequence[str] | None, batch: int, device: torch.device) -> torch.Tensor:
+        if categories is None:
+            return self.memory_stats[-1:].expand(batch, -1).to(device)
+        return self.memory_stats[[self.categories.index(c) for c in categories]].to(device)
+
+    def fuse_maps(self, probs: torch.Tensor, distances: torch.Tensor,
+                  categories: Sequence[str] | None) -> torch.Tensor:
+        """(1 − w)·z(p) + w·z(d), standardised with the validation normals' statistics of each category."""
+        s = self._stats_rows(categories, len(probs), probs.device)[:, :, None, None]
+        w = self.memory_weight
+        return (1 - w) * (probs - s[:, 0]) / s[:, 1] + w * (distances - s[:, 2]) / s[:, 3]
+
+    @torch.no_grad()
+    def set_memory_statistics(self, probs: torch.Tensor, distances: torch.Tensor, categories: Sequence[str]) -> None:
+        """Mean and std of p and d over the pixels of normal (validation) maps, per category and over all."""
+        owners = np.asarray(categories)
+        rows = []
+        for name in [*self.categories, None]:
+            members = np.ones(len(owners), bool) if name is None else owners == name
+            if not members.any():
+                members = np.ones(len(owners), bool)
+            p, d = probs[torch.from_numpy(members)].float(), distances[torch.from_numpy(members)].float()
+            rows.append([p.mean(), p.std().clamp_min(1e-6), d.mean(), d.std().clamp_min(1e-6)])
+        self.memory_stats.copy_(torch.tensor([[float(v) for v in row] for row in rows]))
+
+
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
+    """Euclidean distance of each query row to its nearest bank row, in chunks of at most ``max_elements``
+    distances (a large memory times a batch of patches would not fit at once)."""
+    chunk = max(1, max_elements // max(1, len(bank)))
+    return torch.cat([torch.cdist(queries[i : i + chunk], bank).amin(1) for i in range(0, len(queries), chunk)])
 
 
 def class_map_from_scores(probs: torch.Tensor, argmax_classes: torch.Tensor,
@@ -572,18 +711,30 @@ def _masks_tensor(masks: np.ndarray, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def score_cached(model: UniADC, features: list[torch.Tensor], categories: list[str], device: torch.device,
-                 batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probability maps N×R×R, global argmax classes N×R×R) at ``resolution`` from cached features."""
+                 batch_size: int = 16, parts: bool = False) -> tuple[torch.Tensor, ...]:
+    """(anomaly maps N×R×R, global argmax classes N×R×R) at ``resolution`` from cached features: the sigmoid
+    detection map, fused with the normal memory when it is active. ``parts``: (discriminator probabilities,
+    argmax, memory distances) instead, unfused (distances None without a memory bank)."""
     model.eval()
     size = (model.resolution, model.resolution)
-    probs, argmax = [], []
+    with_memory = model.memory_bank.shape[0] > 0 and (parts or model.memory_active)
+    probs, argmax, distances = [], [], []
     for start in range(0, len(features[0]), batch_size):
         feats = [f[start : start + batch_size].to(device) for f in features]
-        classes = model.class_mask(categories[start : start + batch_size], len(feats[0]), device)
+        names = categories[start : start + batch_size]
+        classes = model.class_mask(names, len(feats[0]), device)
         detection, logits = model.head(feats, size, classes)
         logits = logits.masked_fill(~classes[:, :, None, None], -1e4)
-        probs.append(torch.sigmoid(detection).cpu())
+        p = torch.sigmoid(detection)
+        if with_memory:
+            d = model.memory_distance(feats, names, size)
+            distances.append(d.cpu())
+            if not parts:
+                p = model.fuse_maps(p, d, names)
+        probs.append(p.cpu())
         argmax.append(logits.argmax(1).to(torch.uint8).cpu())
+    if parts:
+        return torch.cat(probs), torch.cat(argmax), torch.cat(distances) if distances else None
     return torch.cat(probs), torch.cat(argmax)
 
 
@@ -695,9 +846,42 @@ def fit_uniadc(model: UniADC, train: SampleSet, val: SampleSet | None, config: T
     else:
         history["best_epoch"] = cfg.epochs
 
+    if model.memory_weight > 0:
+        if val_features is None and val is not None and len(val):
+            val_features = cache_features(model, val.images, cfg.feature_batch_size, device, "val features")
+            val_masks = _masks_tensor(val.masks, model.resolution)
+        history["normal_memory"] = build_normal_memory(model, features, masks, train, val_features, val_masks,
+                                                       val, device, cfg.seed)
     history.update(calibrate_thresholds(model, val_features, val, val_masks, device))
     model.eval()
     return history
+
+
+@torch.no_grad()
+def build_normal_memory(model: UniADC, features: list[torch.Tensor], masks: torch.Tensor, train: SampleSet,
+                        val_features: list[torch.Tensor] | None, val_masks: torch.Tensor | None,
+                        val: SampleSet | None, device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """Memory = the real, anomaly-free training images; statistics for the fusion = the validation normals."""
+    normal = np.flatnonzero(train.is_real & ~(masks.flatten(1) > 0).any(1).numpy())
+    missing = sorted(set(model.categories) - {train.categories[i] for i in normal})
+    if missing:
+        raise ValueError(f"normal_memory needs real normal training images of every category; none for {missing}. "
+                         "Set train_uniadc.model.normal_memory.weight: 0 or train with kn >= 1")
+    val_normal = np.zeros(0, dtype=int) if val_masks is None else np.flatnonzero(
+        ~(val_masks.flatten(1) > 0).any(1).numpy())
+    if len(val_normal) == 0:
+        raise ValueError("normal_memory standardises its maps on the validation normals, and validation holds "
+                         "none. Add `val` normal rows to the split, or set train_uniadc.model.normal_memory.weight: 0")
+    model.set_normal_memory([f[normal].to(device) for f in features], [train.categories[i] for i in normal], seed)
+    names = [val.categories[i] for i in val_normal]
+    probs, _, distances = score_cached(model, [f[val_normal] for f in val_features], names, device, parts=True)
+    model.set_memory_statistics(probs, distances, names)
+    summary = {"images": int(len(normal)), "patches": int(model.memory_bank.shape[0]),
+               "val_normals": int(len(val_normal)), "weight": model.memory_weight,
+               "stats": [[round(float(v), 6) for v in row] for row in model.memory_stats.tolist()]}
+    logger.info("normal memory: %d patches of %d real normal images, weight %.2f, standardised on %d validation "
+                "normals", summary["patches"], summary["images"], model.memory_weight, summary["val_normals"])
+    return summary
 
 
 def _draw_batch(cfg: TrainConfig, rng: np.random.Generator, n: int, real: np.ndarray,

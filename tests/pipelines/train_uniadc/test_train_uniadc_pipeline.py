@@ -151,6 +151,7 @@ def test_pipeline_trains_a_bundle_that_reloads(stores, tmp_path):
     assert tags["setting"] == "few_shot" and tags["kn"] == "2" and tags["ka"] == "1"
     assert tags["weights_source"] == "random" and tags["text_encoder"] == "random"
     assert "synthesis_backend" in tags
+    assert tags["normal_memory"].startswith("off")
     assert list(history["epoch"]) == [1, 2] and history["selected"].sum() == 1
     save_bundle(tmp_path / "b", bundle)
     loaded = load_bundle(tmp_path / "b")
@@ -255,3 +256,30 @@ def test_validation_switch_changes_what_selects_the_checkpoint(stores):
     # same seed and training data: the loss curves agree, the validation curves (what selection reads) do not
     assert np.allclose(synthetic_history["loss"], support_history["loss"])
     assert not np.allclose(synthetic_history["val_image_AUROC"], support_history["val_image_AUROC"])
+
+
+def test_normal_memory_holds_the_kn_normals_of_each_category_only(stores, tmp_path):
+    ingested, synthetic = stores
+    params = _params("few_shot", kn=2)
+    params["model"]["normal_memory"] = {"weight": 0.5, "layers": [0, 1]}
+    catalog = DataCatalog({
+        "ingested_images": MemoryDataset(ingested),
+        "synthetic_images": MemoryDataset(synthetic),
+        "params:train_uniadc": MemoryDataset(params),
+        "uniadc_model": MemoryDataset(copy_mode="assign"),
+        "uniadc_training_history": MemoryDataset(),
+    })
+    SequentialRunner().run(create_pipeline(), catalog)
+    bundle = catalog.load("uniadc_model")
+    memory = bundle.info["normal_memory"]
+    # 2 normal shots x 2 categories; the real support anomalies of few-shot training are not memorised
+    assert memory["images"] == 4 and memory["val_normals"] == 6
+    owners = bundle.model.memory_category.tolist()
+    assert owners.count(0) == owners.count(1) == memory["patches"] // 2
+    assert bundle.info["tags"]["normal_memory"].startswith("weight 0.5: ")
+    save_bundle(tmp_path / "b", bundle)
+    loaded = load_bundle(tmp_path / "b")
+    images = torch.rand(2, 3, SIZE, SIZE)
+    a, b = bundle.model.predict(images, category="cloth"), loaded.model.predict(images, category="cloth")
+    assert "memory_distance" in a.extras
+    assert torch.allclose(a.anomaly_map, b.anomaly_map, atol=1e-5)

@@ -306,6 +306,7 @@ def train_uniadc(
         "synthesis_backend": _synthesis_backend(synthetic_images),
         "resolution": str(model.resolution), "selection": params["training"].get("selection", "best_val"),
         "validation": validation,
+        "normal_memory": _memory_tag(history.get("normal_memory")),
     }
     info = {
         "tags": tags,
@@ -313,6 +314,7 @@ def train_uniadc(
         "best_epoch": history["best_epoch"],
         "pixel_threshold": history["pixel_threshold"],
         "validation": history["val"][-1] if history["val"] else {},
+        "normal_memory": history.get("normal_memory"),
         "class_names": model.class_names,
         "class_categories": model.class_categories,
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -323,6 +325,13 @@ def train_uniadc(
     frame = history_frame(history)
     _log_training(tags, frame)
     return bundle, frame
+
+
+def _memory_tag(memory: dict[str, Any] | None) -> str:
+    if not memory:
+        return "off (discriminator map only, as the paper)"
+    return (f"weight {memory['weight']:g}: {memory['patches']} patches of {memory['images']} real normal images, "
+            f"standardised on {memory['val_normals']} validation normals")
 
 
 def _log_training(tags: dict[str, str], frame: pd.DataFrame) -> None:

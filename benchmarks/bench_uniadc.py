@@ -481,7 +481,7 @@ def main() -> None:
         if len(args.from_json.split(",")) == 1 and tags.get("command_line"):
             command = f"python benchmarks/bench_uniadc.py {tags['command_line']}, then --from-json"
         else:
-                command = (f"python benchmarks/bench_uniadc.py --settings <one each> --threads {tags['threads']} "
+            command = (f"python benchmarks/bench_uniadc.py --settings <one each> --threads {tags['threads']} "
                        f"--epochs {epochs}{' --validation ' + tags['validation'] if 'validation' in tags else ''} "
                        "--json ... (one process per setting: "
                        f"{','.join(results)}), then --from-json")

@@ -111,8 +111,8 @@ def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, 
     entries = {}
     for weight in memory_weights or [None]:
         threshold = history["pixel_threshold"] if weight is None else reweight_memory(model, weight, val, device)
-        probs, argmax, scores = predict_rows(model, store, rows, device, desc="UniADC selection set")
-        metrics = evaluate(probs, argmax, scores, store, rows, threshold)
+        probs, argmax, scores, class_sources = predict_rows(model, store, rows, device, desc="UniADC selection set")
+        metrics = evaluate(probs, argmax, scores, store, rows, threshold, class_sources)
         entries["" if weight is None else f"+mem{weight:g}"] = {
             "metrics": {k: metrics.get(k) for k in KEYS}, "fit_s": fit_s, "best_epoch": history["best_epoch"],
             "iterations": params["training"]["epochs"] * params["training"]["steps_per_epoch"],
@@ -126,9 +126,33 @@ def score(entry: dict) -> float:
     return float(np.mean([m["image_AUROC"], m["image_ClassAcc"], m["image_ClassAcc_anomalous"]]))
 
 
+def with_discriminator_classes(results: dict) -> dict:
+    """Adds ``<candidate>+mem<w>+disc`` entries (normal_memory.classify_on: discriminator) derived exactly from
+    the measured ones: detection (I-AUROC, P-AUROC) is that of ``+mem<w>`` (same fused map), every accuracy that
+    of ``+mem0`` (the class map thresholds the discriminator's own map, with its validation threshold, as at w = 0;
+    tests/models/test_uniadc.py checks that identity)."""
+    derived = dict(results)
+    for entry in results.values():
+        weight = entry.get("memory_weight")
+        if not weight or entry["candidate"].endswith("+disc"):
+            continue
+        base_name = entry["candidate"].rsplit("+mem", 1)[0] + "+mem0"
+        zero = results.get(f"{base_name}/{entry['setting']}/{entry['iterations']}")
+        if zero is None:
+            continue
+        metrics = {**zero["metrics"], "image_AUROC": entry["metrics"]["image_AUROC"],
+                   "pixel_AUROC": entry["metrics"]["pixel_AUROC"]}
+        name = entry["candidate"] + "+disc"
+        derived[f"{name}/{entry['setting']}/{entry['iterations']}"] = {**entry, "candidate": name, "metrics": metrics,
+                                                                      "derived": True}
+    return derived
+
+
 def report(results: dict, load: float) -> str:
     """The selection table, the per-candidate scores by iterations, and the rule."""
     memory = any(entry.get("memory_weight") is not None for entry in results.values())
+    if memory:
+        results = with_discriminator_classes(results)
 
     def pct(v):
         return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
@@ -148,7 +172,8 @@ def report(results: dict, load: float) -> str:
         "temperature at the selected epoch; fit = training time under load (another process on the cores, "
         f"1-min load {load:.1f}: not a timing). Rule: score = mean over zs1 and fs21 of mean(I-AUROC, Acc, fine "
         "Acc); a candidate replaces conf only if it beats `base` at the full 250 iterations. "
-        + ("`base` = conf/base as it is (EfficientNet-Lite2; normal memory off)." if memory else
+        + ("`base` = conf/base when measured (EfficientNet-Lite2, normal memory off: `base+mem0`); the winner "
+           "became conf." if memory else
            "`base` = conf/base as it was when measured (EfficientNet-Lite0 and the current MTD priors); few-shot "
            "synthesis cuts and pastes the support regions and does not read the zero-shot priors, so "
            "`old_priors` on fs21 repeats `base`."),
@@ -161,7 +186,8 @@ def report(results: dict, load: float) -> str:
         cand, key, iters = entry["candidate"], entry["setting"], entry["iterations"]
         m = entry["metrics"]
         lines.append(f"| {cand} | {key} | {iters} | " + " | ".join(pct(m[k]) for k in KEYS)
-                     + f" | {entry['epsilon']:.3f} | {entry['best_epoch']} | {entry['fit_s'] / 60:.1f} min |")
+                     + f" | {entry['epsilon']:.3f} | {entry['best_epoch']} | "
+                     + ("derived |" if entry.get("derived") else f"{entry['fit_s'] / 60:.1f} min |"))
     lines += ["", "Scores (rule above; both settings needed):", "",
               "| candidate | iterations | zs1 | fs21 | score |", "|---|---|---|---|---|"]
     grouped: dict[tuple[str, int], dict[str, float]] = {}
@@ -181,7 +207,7 @@ def report(results: dict, load: float) -> str:
         lines += ["", f"Defined in the script but not fitted in this table (time): {', '.join(missing)}."]
     full = sorted((r for r in ranked if r[2] == max(i for _, _, i in ranked)), reverse=True) if ranked else []
     if full:
-        base = next((t for t, c, _ in full if c == "base"), None)
+        base = next((t for t, c, _ in full if c in ("base", "base+mem0")), None)
         margin = f"; `base` {100 * base:.1f}, margin {100 * (full[0][0] - base):+.1f} points" if base else ""
         lines += ["", f"Best at {full[0][2]} iterations: **{full[0][1]}** (score {100 * full[0][0]:.1f}{margin})."]
     return "\n".join(lines)
@@ -245,8 +271,11 @@ def main() -> None:
 
 def memory_preamble() -> str:
     return ("The normal memory (`train_uniadc.model.normal_memory`, a project extension) is built after training, "
-            "so one fit per setting scores every weight: `base+mem<w>` = conf with weight w (`+mem0` = conf, the "
-            "paper's discriminator map alone). Same selection set, rule and caveats as in the section "
+            "so one fit per setting scores every weight: `base+mem<w>` = the conf of the run with weight w and "
+            "`classify_on: fused` (`+mem0` = the paper's discriminator map alone). `+disc` rows "
+            "(`classify_on: discriminator`: the anomaly map and image score are fused, the class map thresholds the "
+            "discriminator's own map) are derived exactly, not fitted: I-AUROC and P-AUROC of `+mem<w>`, every "
+            "accuracy of `+mem0` (`select_uniadc.with_discriminator_classes`). Same selection set, rule and caveats as in the section "
             "\"UniADC hyper-parameter selection\"; the table's `base` there is an older conf (Lite0).")
 
 

@@ -137,3 +137,16 @@ def test_worst_and_best() -> None:
     assert worst.tolist() == [0] or worst.tolist() == [1]  # margins: -0.4, -0.4, 0.1, 0.1
     assert set(best.tolist()) <= {2, 3} and not set(worst) & set(best)
     assert worst_and_best(scores, labels, 0.5, count=10)[0].size == 2
+
+
+def test_classify_reads_the_class_source_maps_when_given(store, predictions) -> None:
+    """A model whose class map thresholds another map than its anomaly map (UniADC normal_memory.classify_on):
+    classification follows ``class_source_maps``, detection metrics still read ``anomaly_maps``."""
+    base = classify(predictions, store)
+    swapped = dict(predictions, class_source_maps=predictions["anomaly_maps"],
+                   anomaly_maps=np.zeros_like(predictions["anomaly_maps"]))
+    again = classify(swapped, store)
+    for category, result in base.items():
+        np.testing.assert_array_equal(result.predicted_classes, again[category].predicted_classes)
+    blank = classify(dict(predictions, class_source_maps=np.zeros_like(predictions["anomaly_maps"])), store)
+    assert all((r.predicted_classes == 0).all() for r in blank.values())

@@ -332,3 +332,20 @@ def test_nearest_distance_in_chunks_equals_the_full_matrix():
     full = torch.cdist(queries, bank).amin(1)
     assert torch.allclose(nearest_distance(queries, bank, max_elements=50), full)  # chunks of 2 queries
     assert torch.allclose(nearest_distance(queries, bank), full)
+
+
+def test_classify_on_discriminator_thresholds_the_discriminator_map():
+    model = memory_model(0.75, classify_on="discriminator")
+    history = _fit_briefly(model)
+    assert model.classifies_on_discriminator
+    assert 0 < history["pixel_threshold"] < 1  # calibrated on probabilities, not on the fused z-scores
+    out = model.predict(torch.rand(3, 3, 32, 32))
+    probs = out.extras["discriminator_map"]
+    assert torch.equal(out.extras["class_source_map"], probs)
+    expected = class_map_from_scores(probs, out.class_logits.argmax(1), float(model.pixel_threshold))
+    assert torch.equal(out.extras["class_map"], expected)
+    assert not torch.allclose(out.anomaly_map, probs)  # the anomaly map is still the fused one
+    model.set_memory_weight(0.75, "fused")
+    assert not model.classifies_on_discriminator and "class_source_map" not in model.predict(torch.rand(1, 3, 32, 32)).extras
+    with pytest.raises(ValueError, match="classify_on must be one of"):
+        model.set_memory_weight(0.5, "logits")

@@ -74,7 +74,9 @@ def classify(
     if "class_argmax" not in predictions:
         return {}
     categories, class_ids, _ = test_rows(predictions, store)
-    maps, argmax = predictions["anomaly_maps"], predictions["class_argmax"]
+    # a model may threshold another map for its classes than its anomaly map (UniADC normal_memory.classify_on)
+    maps = predictions.get("class_source_maps", predictions["anomaly_maps"])
+    argmax = predictions["class_argmax"]
     results = {}
     for category, rows in category_slices(categories).items():
         names = list(store.class_names.get(category, []))

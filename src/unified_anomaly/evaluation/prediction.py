@@ -29,7 +29,8 @@ def predict_store(
     Returns ``indices`` (int64), ``image_scores`` (float64, raw), ``labels`` (uint8, 1 = anomalous) and, with
     ``keep_maps``, ``anomaly_maps`` (float32 N×S×S, raw). Classifying models also give ``class_argmax``
     (uint8 N×S×S: argmax over the anomaly classes of the class logits, 0-based, normal excluded) and, when
-    the model returns it, ``image_classes`` (int64, 0 = normal). A CADA-wrapped model also gives its per-image
+    the model returns it, ``image_classes`` (int64, 0 = normal) and ``class_source_maps`` (float32 N×S×S: the
+    map its class map thresholds when that is not the anomaly map). A CADA-wrapped model also gives its per-image
     statistics ``cada_u`` and ``cada_gamma`` (float64), from which the base model's raw outputs are recovered
     (``evaluation.settings.base_model_view``).
     """
@@ -41,6 +42,7 @@ def predict_store(
     scores = np.empty(n, dtype=np.float64)
     maps = np.empty((n, size, size), dtype=np.float32) if keep_maps else None
     class_argmax: np.ndarray | None = None
+    class_source_maps: np.ndarray | None = None
     image_classes: np.ndarray | None = None
     per_image: dict[str, np.ndarray] = {}
     categories = store.manifest["category"].to_numpy()[indices]
@@ -72,6 +74,10 @@ def predict_store(
                     if class_argmax is None:
                         class_argmax = np.zeros((n, size, size), dtype=np.uint8)
                     class_argmax[where] = output.class_logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                if "class_source_map" in output.extras and keep_maps:  # the map the class map thresholds
+                    if class_source_maps is None:
+                        class_source_maps = np.zeros((n, size, size), dtype=np.float32)
+                    class_source_maps[where] = output.extras["class_source_map"].detach().float().cpu().numpy()
                 for name in PER_IMAGE_EXTRAS:
                     if name in output.extras:
                         values = output.extras[name].detach().reshape(-1).double().cpu().numpy()
@@ -87,6 +93,8 @@ def predict_store(
         result["anomaly_maps"] = maps
     if class_argmax is not None:
         result["class_argmax"] = class_argmax
+    if class_source_maps is not None:
+        result["class_source_maps"] = class_source_maps
     if image_classes is not None:
         result["image_classes"] = image_classes
     result.update(per_image)

@@ -38,8 +38,10 @@ the encoder's patch features of the Kn real normal training images are kept as a
 ``layers`` of the feature list, ``pool``×``pool`` average-pooled, concatenated on the first layer's grid). At
 inference each patch's nearest-neighbour distance to its category's memory is upsampled, and the anomaly map is
 ``(1 − w)·z(p) + w·z(d)``: the discriminator's probability p and the distance d, each standardised by its mean
-and std over the VALIDATION normals' pixels (``memory_stats``). Training is untouched: the memory and its
-statistics are set after checkpoint selection, before the thresholds are calibrated on the fused map.
+and std over the VALIDATION normals' pixels (``memory_stats``). The image score reads the fused map; the class
+map thresholds the fused map (``classify_on: fused``) or the discriminator's own map p (``discriminator``, with
+``pixel_threshold`` calibrated on p). Training is untouched: the memory and its statistics are set after
+checkpoint selection, before the thresholds are calibrated.
 """
 
 from __future__ import annotations
@@ -70,7 +72,10 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
     "a close-up photo of {}", "a cropped image featuring {}",
 )
 # normal_memory defaults: weight 0 = off (the paper's discriminator alone); layers index the encoder's feature list.
-MEMORY_DEFAULTS: dict[str, Any] = {"weight": 0.0, "layers": [1, 2], "pool": 3, "max_patches": 65536}
+# classify_on: the map the class map and image class threshold (fused | discriminator = the paper's own map).
+MEMORY_DEFAULTS: dict[str, Any] = {"weight": 0.0, "layers": [1, 2], "pool": 3, "max_patches": 65536,
+                                   "classify_on": "fused"}
+CLASSIFY_ON = ("fused", "discriminator")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -359,6 +364,7 @@ class UniADC(nn.Module):
             raise ValueError(f"normal_memory.layers {self.memory_layers} must index the encoder's "
                              f"{len(self.encoder.channels)} feature maps (0..{len(self.encoder.channels) - 1})")
         self.memory_pool, self.memory_max_patches = int(memory["pool"]), int(memory["max_patches"])
+        self.memory_classify_on = _checked_classify_on(memory["classify_on"])
         memory_dim = sum(self.encoder.channels[i] for i in self.memory_layers)
         self.register_buffer("memory_bank", torch.zeros(int(memory_patches), memory_dim))
         self.register_buffer("memory_category", torch.zeros(int(memory_patches), dtype=torch.long))
@@ -500,14 +506,19 @@ class UniADC(nn.Module):
             logits = logits[:, self.class_mask(category, 1, logits.device)[0]]
         probs = torch.sigmoid(detection)
         extras = {"detection_logits": detection}
+        class_source = probs
         if self.memory_active:
             names = None if category is None else [category] * len(images)
             distances = self.memory_distance(features, names, out_size)
             extras.update(discriminator_map=probs, memory_distance=distances)
             probs = self.fuse_maps(probs, distances, names)
+            if self.classifies_on_discriminator:
+                extras["class_source_map"] = class_source
+            else:
+                class_source = probs
         k = min(self.top_k_for(*probs.shape[-2:]), probs[0].numel())
         image_score = probs.flatten(1).topk(k, dim=1).values.mean(1)
-        class_map = class_map_from_scores(probs, logits.argmax(1), float(self.pixel_threshold))
+        class_map = class_map_from_scores(class_source, logits.argmax(1), float(self.pixel_threshold))
         extras["class_map"] = class_map
         return Predictions(
             anomaly_map=probs,
@@ -518,17 +529,25 @@ class UniADC(nn.Module):
         )
 
     # ---- normal memory (project extension; weight 0 = off) ---------------------------------------------------
-    def set_memory_weight(self, weight: float) -> None:
-        """Changes the fusion weight of a built memory (0 = the discriminator alone); recalibrate thresholds after."""
+    def set_memory_weight(self, weight: float, classify_on: str | None = None) -> None:
+        """Changes the fusion weight (0 = the discriminator alone) and optionally ``classify_on`` of a built
+        memory; recalibrate the thresholds after."""
         if not 0.0 <= float(weight) <= 1.0:
             raise ValueError(f"normal_memory.weight must lie in [0, 1], got {weight}")
         self.memory_weight = float(weight)
+        if classify_on is not None:
+            self.memory_classify_on = _checked_classify_on(classify_on)
         self.config["normal_memory"] = {**MEMORY_DEFAULTS, **(self.config.get("normal_memory") or {}),
-                                        "weight": self.memory_weight}
+                                        "weight": self.memory_weight, "classify_on": self.memory_classify_on}
 
     @property
     def memory_active(self) -> bool:
         return self.memory_weight > 0 and self.memory_bank.shape[0] > 0
+
+    @property
+    def classifies_on_discriminator(self) -> bool:
+        """The class map thresholds the discriminator's own map while the anomaly map is the fused one."""
+        return self.memory_active and self.memory_classify_on == "discriminator"
 
     def memory_embedding(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """B×D×h×w patch descriptors: the memory layers, locally averaged, on the first memory layer's grid."""
@@ -607,6 +626,12 @@ class UniADC(nn.Module):
             p, d = probs[torch.from_numpy(members)].float(), distances[torch.from_numpy(members)].float()
             rows.append([p.mean(), p.std().clamp_min(1e-6), d.mean(), d.std().clamp_min(1e-6)])
         self.memory_stats.copy_(torch.tensor([[float(v) for v in row] for row in rows]))
+
+
+def _checked_classify_on(value: str) -> str:
+    if value not in CLASSIFY_ON:
+        raise ValueError(f"normal_memory.classify_on must be one of {', '.join(CLASSIFY_ON)}, got {value!r}")
+    return str(value)
 
 
 def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
@@ -906,7 +931,10 @@ def calibrate_thresholds(model: UniADC, val_features: list[torch.Tensor] | None,
         val_features = cache_features(model, val.images, 16, device, "val features")
         val_masks = _masks_tensor(val.masks, model.resolution)
     probs, _ = score_cached(model, val_features, val.categories, device)
-    low, high = float(probs.min()), float(probs.max())
+    class_source = probs
+    if model.classifies_on_discriminator:  # the class map thresholds the discriminator's map
+        class_source = score_cached(model, val_features, val.categories, device, parts=True)[0]
+    low, high = float(class_source.min()), float(class_source.max())
     model.pixel_threshold.fill_(low + 0.5 * (high - low))
     k = min(model.top_k_for(*probs.shape[-2:]), probs[0].numel())
     scores = probs.flatten(1).topk(k, dim=1).values.mean(1).numpy()

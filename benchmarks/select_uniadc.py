@@ -110,7 +110,9 @@ def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, 
     labels = store.labels(rows)
     entries = {}
     for weight in memory_weights or [None]:
-        threshold = history["pixel_threshold"] if weight is None else reweight_memory(model, weight, val, device)
+        # `+mem<w>` rows classify on the fused map whatever conf says: the derived `+disc` rows rest on that
+        threshold = history["pixel_threshold"] if weight is None else \
+            reweight_memory(model, weight, val, device, classify_on="fused")
         probs, argmax, scores, class_sources = predict_rows(model, store, rows, device, desc="UniADC selection set")
         metrics = evaluate(probs, argmax, scores, store, rows, threshold, class_sources)
         entries["" if weight is None else f"+mem{weight:g}"] = {

@@ -356,9 +356,7 @@ class UniADC(nn.Module):
         unknown = sorted(set(memory) - set(MEMORY_DEFAULTS))
         if unknown:
             raise ValueError(f"unknown normal_memory keys {unknown}; known: {sorted(MEMORY_DEFAULTS)}")
-        self.memory_weight = float(memory["weight"])
-        if not 0.0 <= self.memory_weight <= 1.0:
-            raise ValueError(f"normal_memory.weight must lie in [0, 1], got {self.memory_weight}")
+        self.memory_weight = _checked_memory_weight(memory["weight"])
         self.memory_layers = [int(i) for i in memory["layers"]]
         if not self.memory_layers or any(not 0 <= i < len(self.encoder.channels) for i in self.memory_layers):
             raise ValueError(f"normal_memory.layers {self.memory_layers} must index the encoder's "
@@ -532,9 +530,7 @@ class UniADC(nn.Module):
     def set_memory_weight(self, weight: float, classify_on: str | None = None) -> None:
         """Changes the fusion weight (0 = the discriminator alone) and optionally ``classify_on`` of a built
         memory; recalibrate the thresholds after."""
-        if not 0.0 <= float(weight) <= 1.0:
-            raise ValueError(f"normal_memory.weight must lie in [0, 1], got {weight}")
-        self.memory_weight = float(weight)
+        self.memory_weight = _checked_memory_weight(weight)
         if classify_on is not None:
             self.memory_classify_on = _checked_classify_on(classify_on)
         self.config["normal_memory"] = {**MEMORY_DEFAULTS, **(self.config.get("normal_memory") or {}),
@@ -626,6 +622,12 @@ class UniADC(nn.Module):
             p, d = probs[torch.from_numpy(members)].float(), distances[torch.from_numpy(members)].float()
             rows.append([p.mean(), p.std().clamp_min(1e-6), d.mean(), d.std().clamp_min(1e-6)])
         self.memory_stats.copy_(torch.tensor([[float(v) for v in row] for row in rows]))
+
+
+def _checked_memory_weight(value: float) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"normal_memory.weight must lie in [0, 1], got {value}")
+    return float(value)
 
 
 def _checked_classify_on(value: str) -> str:
@@ -930,10 +932,13 @@ def calibrate_thresholds(model: UniADC, val_features: list[torch.Tensor] | None,
     if val_features is None:
         val_features = cache_features(model, val.images, 16, device, "val features")
         val_masks = _masks_tensor(val.masks, model.resolution)
-    probs, _ = score_cached(model, val_features, val.categories, device)
-    class_source = probs
-    if model.classifies_on_discriminator:  # the class map thresholds the discriminator's map
-        class_source = score_cached(model, val_features, val.categories, device, parts=True)[0]
+    if model.memory_active:  # one pass for both maps: the fused one and the discriminator's own
+        discriminator, _, distances = score_cached(model, val_features, val.categories, device, parts=True)
+        probs = model.fuse_maps(discriminator, distances, val.categories)
+        class_source = discriminator if model.classifies_on_discriminator else probs
+    else:
+        probs, _ = score_cached(model, val_features, val.categories, device)
+        class_source = probs
     low, high = float(class_source.min()), float(class_source.max())
     model.pixel_threshold.fill_(low + 0.5 * (high - low))
     k = min(model.top_k_for(*probs.shape[-2:]), probs[0].numel())

@@ -14,6 +14,8 @@ Usage (from the repository root)::
 Prints a Markdown table and replaces the ``## UniAD on MTD`` section of docs/benchmarks.md. Training time is
 compared with the official code twice: per epoch, and in total (our feature cache + every epoch, against its
 35 epochs), since the official code recomputes the frozen backbone in every epoch.
+``--backbone-section`` writes the runs as a backbone selection (section ``## UniAD backbone selection on MTD
+(<ISA> CPU)``): ranked by the selection-set I-AUROC, test figures beside them, never used for the choice.
 ``--eval-every N`` also prints test metrics every N epochs: a diagnostic learning curve, never used for
 model selection (which uses validation normals only). Configurations (backbone, schedule) are compared on a
 selection set that never touches test: the 95 val normals + the 20 ``support`` anomalies (the few-shot images
@@ -39,7 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from report import replace_section  # noqa: E402  (benchmarks/ is the script folder)
+from report import cpu_isa, replace_section, write_section  # noqa: E402  (benchmarks/ is the script folder)
 
 from unified_anomaly.data.ingestion import build_manifest, load_store  # noqa: E402
 from unified_anomaly.data.manifest import NORMAL  # noqa: E402
@@ -299,6 +301,64 @@ def markdown(results: list[dict], args, params: dict) -> str:
     return "\n".join(lines)
 
 
+SELECTION_COUNTS = (95, 20)  # the MTD protocol's val normals and support anomalies
+
+
+def auroc_standard_error(auroc_percent: float, negatives: int, positives: int) -> float:
+    """Hanley & McNeil (1982) standard error of an AUROC, in points."""
+    a = auroc_percent / 100
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    variance = (a * (1 - a) + (positives - 1) * (q1 - a * a) + (negatives - 1) * (q2 - a * a)) / (positives * negatives)
+    return 100 * variance ** 0.5
+
+
+def backbone_selection_title() -> str:
+    return f"UniAD backbone selection on MTD ({cpu_isa() or 'unknown ISA'} CPU)"
+
+
+def backbone_selection_markdown(results: list[dict], conf_backbone: str, notes: list[str] | None = None) -> str:
+    """One row per backbone, best selection-set I-AUROC first; conf changes only for a margin over conf's."""
+    ranked = sorted(results, key=lambda r: -r["selection_set"]["image_AUROC"])
+    by_name = {r["backbone"]: r for r in results}
+    lines = [
+        "Rule: the backbone with the highest I-AUROC on the selection set (the 95 val normals + the 20 support "
+        "anomalies, never test) replaces conf's only if it beats conf's by more than the larger of 1 point and "
+        "the standard error of conf's selection-set I-AUROC (Hanley–McNeil); the test columns are shown, never "
+        "used. Same schedule for every backbone (conf's, one seed); precision as each row says; s/epoch counts the "
+        "transformer on cached features (the machine's speed drifts by 10–30 %).",
+        "",
+        "| backbone (weights) | channels | selected epoch | sel I-AUROC | sel P-AUROC | sel AUPRO | test I-AUROC | "
+        "test P-AUROC | test AUPRO | s/epoch | inference img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ranked:
+        chosen = r["selection_set"]
+        precision = "bf16" if r.get("bf16") else "fp32"
+        lines.append(
+            f"| {r['backbone']} ({r['weights']}){' **conf**' if r['backbone'] == conf_backbone else ''} | "
+            f"{r['channels']} | {r['selected_epoch']} of {r['epochs']} ({precision}) | {chosen['image_AUROC']:.1f} | "
+            f"{chosen['pixel_AUROC']:.1f} | {chosen['pixel_AUPRO']:.1f} | {r['image_AUROC']:.1f} | "
+            f"{r['pixel_AUROC']:.1f} | {r['pixel_AUPRO']:.1f} | {r['s_per_epoch']:.1f} | {r['img_per_s']:.1f} |")
+    best = ranked[0]
+    conf_row = by_name.get(conf_backbone)
+    if conf_row is None:
+        verdict = f"conf's backbone ({conf_backbone}) was not run: no verdict."
+    else:
+        margin = best["selection_set"]["image_AUROC"] - conf_row["selection_set"]["image_AUROC"]
+        needed = max(1.0, auroc_standard_error(conf_row["selection_set"]["image_AUROC"], *SELECTION_COUNTS))
+        if best is conf_row:
+            verdict = f"conf keeps {conf_backbone} (the best on the selection set)."
+        elif margin <= needed:
+            verdict = (f"conf keeps {conf_backbone}: {best['backbone']} leads by {margin:.1f} points, within the "
+                       f"margin of {needed:.1f} (the selection set's noise).")
+        else:
+            verdict = f"{best['backbone']} beats conf's {conf_backbone} by {margin:.1f} points (> {needed:.1f}): it should replace it."
+    peak = max(r.get("peak_mib", float("nan")) for r in results)
+    lines += ["", f"Verdict: {verdict}", *(["", "Notes:", *[f"- {note}" for note in notes]] if notes else []), "",
+              f"Peak RSS of the benchmark process (ru_maxrss, all its runs together, data included): {peak:.0f} MiB."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=None, help="default: the conf backbone")
@@ -315,6 +375,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--note", action="append", help="an extra line for the notes of the section")
     parser.add_argument("--save-results", type=Path, default=None, help="append each run's figures (JSON lines)")
+    parser.add_argument("--backbone-section", action="store_true",
+                        help="write the runs as the section 'UniAD backbone selection on MTD (<ISA> CPU)'")
     parser.add_argument("--from-results", type=Path, nargs="+", default=None,
                         help="only render the section from saved JSON lines (no training)")
     args = parser.parse_args()
@@ -335,6 +397,16 @@ def main() -> None:
             if args.save_results:
                 with open(args.save_results, "a") as handle:
                     handle.write(json.dumps(result, default=float) + "\n")
+    if args.backbone_section:
+        body = backbone_selection_markdown(results, params["model"]["backbone"], args.note)
+        command = " ; ".join(sorted({r.get("command", "?") for r in results}))
+        if args.from_results:
+            command += " ; then python benchmarks/bench_uniad.py " + " ".join(sys.argv[1:])
+        if args.no_write:
+            print(body)
+        else:
+            write_section(backbone_selection_title(), body, command)
+        return
     text = markdown(results, args, params)
     print(text)
     if not args.no_write:

@@ -398,14 +398,14 @@ def report(results: dict, command: str, seconds: float, tags: dict) -> str:
 
 
 def fit_setting(store: ImageStore, synthetic: ImageStore, params: dict) -> tuple:
-    """(model, history, data summary, fit seconds, validation set): training data, model and fit as
-    ``train_uniadc`` does, selection and thresholds on validation."""
+    """(model, history, data summary, fit seconds, validation set, training set): training data, model and fit
+    as ``train_uniadc`` does, selection and thresholds on validation."""
     t0 = time.perf_counter()
     train, val, summary = select_training_data(store, synthetic, params)
     model = build_uniadc(store, params)
     history = fit_uniadc(model, train, val, {**params["training"], "setting": params["setting"],
                                              "seed": params["seed"], "device": params["device"]})
-    return model, history, summary, time.perf_counter() - t0, val
+    return model, history, summary, time.perf_counter() - t0, val, train
 
 
 def reweight_memory(model, weight: float, val, device, classify_on: str | None = None) -> float:
@@ -429,7 +429,7 @@ def run_setting(key: str, store: ImageStore, test_rows: np.ndarray, epochs: int 
     overrides["train_uniadc.model.normal_memory.weight"] = max(conf_weight, other_weight)
     params = params_for(setting, kn, ka, epochs, overrides)
     synthetic = synthesize(store, setting, kn, ka)
-    model, history, summary, fit_s, val = fit_setting(store, synthetic, params)
+    model, history, summary, fit_s, val, _ = fit_setting(store, synthetic, params)
     rows_by_weight = {}
     for weight in (other_weight, conf_weight) if other_weight or conf_weight else (0.0,):
         threshold = reweight_memory(model, weight, val, device, classify_on_of[weight]) \

@@ -46,10 +46,12 @@ from bench_uniadc import (  # noqa: E402  (benchmarks/ is the script folder)
 from report import peak_rss_mb, write_section  # noqa: E402
 
 from unified_anomaly.models.contract import pick_device  # noqa: E402
+from unified_anomaly.models.uniadc import rebuild_normal_memory  # noqa: E402
 from unified_anomaly.pipelines.train_uniadc.nodes import selection_rows  # noqa: E402
 
 TITLE = "UniADC hyper-parameter selection"
 MEMORY_TITLE = "UniADC normal-memory weight selection"
+VIEWS_TITLE = "UniADC normal-memory views selection"
 _MTD = "synthesize.priors.datasets.mtd.magnetic_tile"
 # The MTD priors before commit 5a53c82 (conf/base/parameters_synthesize.yml at 3f731ef): masks only, no styles.
 OLD_PRIOR_MASKS = {
@@ -94,10 +96,12 @@ def parse_candidates(names: str) -> dict[str, dict]:
 
 
 def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, cache: dict,
-                  memory_weights: list[float] | None = None) -> dict[str, dict]:
-    """Fit one candidate on one setting; metrics on the selection set only (never test). With
-    ``memory_weights`` the fit builds the normal memory and each weight is scored on it (training does not
-    depend on the weight): one entry per weight, keyed ``+mem<w>``; else one entry keyed ``""``."""
+                  memory_weights: list[float] | None = None, memory_augments: list[str] | None = None
+                  ) -> dict[str, dict]:
+    """Fit one candidate on one setting; metrics on the selection set only (never test). The normal memory is
+    built after training, so one fit scores several memories: with ``memory_weights`` one entry per weight,
+    keyed ``+mem<w>``; with ``memory_augments`` one entry per set of views (conf's weight and classify_on),
+    keyed ``+aug<name>``; else one entry keyed ``""``."""
     setting, kn, ka = SETTINGS[key]
     if memory_weights:
         overrides = {**overrides, "train_uniadc.model.normal_memory.weight": max(memory_weights)}
@@ -105,21 +109,29 @@ def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, 
     synth_key = (key, json.dumps({k: v for k, v in overrides.items() if k.startswith("synthesize.")}, sort_keys=True))
     if synth_key not in cache:
         cache[synth_key] = synthesize(store, setting, kn, ka, overrides)
-    model, history, summary, fit_s, val = fit_setting(store, cache[synth_key], params)
+    model, history, summary, fit_s, val, train = fit_setting(store, cache[synth_key], params)
     rows = selection_rows(store, setting, ka)
     labels = store.labels(rows)
+    variants: list[tuple[str, float | None, str | None]] = (
+        [(f"+mem{w:g}", w, None) for w in memory_weights] if memory_weights else
+        [(f"+aug{a}", model.memory_weight, a) for a in memory_augments] if memory_augments else [("", None, None)])
     entries = {}
-    for weight in memory_weights or [None]:
-        # `+mem<w>` rows classify on the fused map whatever conf says: the derived `+disc` rows rest on that
-        threshold = history["pixel_threshold"] if weight is None else \
-            reweight_memory(model, weight, val, device, classify_on="fused")
+    for suffix, weight, augment in variants:
+        if augment is not None:
+            threshold = rebuild_normal_memory(model, augment, train, val, device, params["seed"])["pixel_threshold"]
+        elif weight is None:
+            threshold = history["pixel_threshold"]
+        else:  # `+mem<w>` rows classify on the fused map whatever conf says: the derived `+disc` rows rest on that
+            threshold = reweight_memory(model, weight, val, device, classify_on="fused")
         probs, argmax, scores, class_sources = predict_rows(model, store, rows, device, desc="UniADC selection set")
         metrics = evaluate(probs, argmax, scores, store, rows, threshold, class_sources)
-        entries["" if weight is None else f"+mem{weight:g}"] = {
+        entries[suffix] = {
             "metrics": {k: metrics.get(k) for k in KEYS}, "fit_s": fit_s, "best_epoch": history["best_epoch"],
             "iterations": params["training"]["epochs"] * params["training"]["steps_per_epoch"],
             "epsilon": float(model.epsilon.detach()), "selection_normals": int((labels == 0).sum()),
-            "selection_anomalies": int(labels.sum()), "overrides": overrides, "memory_weight": weight}
+            "selection_anomalies": int(labels.sum()), "overrides": overrides,
+            "memory_weight": None if augment is not None else weight, "memory_augment": augment,
+            "memory_classify_on": model.memory_classify_on if augment is not None else None}
     return entries
 
 
@@ -153,6 +165,7 @@ def with_discriminator_classes(results: dict) -> dict:
 def report(results: dict, load: float) -> str:
     """The selection table, the per-candidate scores by iterations, and the rule."""
     memory = any(entry.get("memory_weight") is not None for entry in results.values())
+    views = any(entry.get("memory_augment") for entry in results.values())
     if memory:
         results = with_discriminator_classes(results)
 
@@ -174,7 +187,9 @@ def report(results: dict, load: float) -> str:
         "temperature at the selected epoch; fit = training time under load (another process on the cores, "
         f"1-min load {load:.1f}: not a timing). Rule: score = mean over zs1 and fs21 of mean(I-AUROC, Acc, fine "
         "Acc); a candidate replaces conf only if it beats `base` at the full 250 iterations. "
-        + ("`base` = conf/base when measured (EfficientNet-Lite2, normal memory off: `base+mem0`); the winner "
+        + ("`base+aug<views>` = conf/base when measured (normal memory weight 0.75, classes on the discriminator "
+           "map) with those memory views; `base+augnone` = conf as it was." if views else
+           "`base` = conf/base when measured (EfficientNet-Lite2, normal memory off: `base+mem0`); the winner "
            "became conf." if memory else
            "`base` = conf/base as it was when measured (EfficientNet-Lite0 and the current MTD priors); few-shot "
            "synthesis cuts and pastes the support regions and does not read the zero-shot priors, so "
@@ -205,11 +220,11 @@ def report(results: dict, load: float) -> str:
                      f"{pct(total)} |")
     fitted = {entry["candidate"] for entry in results.values()}
     missing = [name for name in CANDIDATES if name not in fitted]
-    if missing and not memory:
+    if missing and not (memory or views):
         lines += ["", f"Defined in the script but not fitted in this table (time): {', '.join(missing)}."]
     full = sorted((r for r in ranked if r[2] == max(i for _, _, i in ranked)), reverse=True) if ranked else []
     if full:
-        base = next((t for t, c, _ in full if c in ("base", "base+mem0")), None)
+        base = next((t for t, c, _ in full if c in ("base", "base+mem0", "base+augnone")), None)
         margin = f"; `base` {100 * base:.1f}, margin {100 * (full[0][0] - base):+.1f} points" if base else ""
         lines += ["", f"Best at {full[0][2]} iterations: **{full[0][1]}** (score {100 * full[0][0]:.1f}{margin})."]
     return "\n".join(lines)
@@ -227,9 +242,15 @@ def main() -> None:
                         help="comma-separated results files (e.g. one process per candidate): only the report")
     parser.add_argument("--memory-weights", default=None,
                         help="comma-separated normal-memory weights scored on each fit (e.g. 0,0.25,0.5,0.75,1)")
+    parser.add_argument("--memory-augments", default=None,
+                        help="comma-separated normal-memory views scored on each fit at conf's weight "
+                             "(e.g. none,flips,dihedral)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     memory_weights = [float(w) for w in args.memory_weights.split(",")] if args.memory_weights else None
+    memory_augments = args.memory_augments.split(",") if args.memory_augments else None
+    if memory_weights and memory_augments:
+        parser.error("--memory-weights and --memory-augments are separate selections: give one")
     torch.set_num_threads(args.threads)
     results: dict = {}
     for name in (args.from_json or "").split(","):
@@ -245,7 +266,8 @@ def main() -> None:
         for name, overrides in parse_candidates(args.candidates).items():
             for key in args.settings.split(","):
                 t0 = time.perf_counter()
-                entries = run_candidate(store, key, overrides, args.epochs, device, cache, memory_weights)
+                entries = run_candidate(store, key, overrides, args.epochs, device, cache, memory_weights,
+                                        memory_augments)
                 for suffix, entry in entries.items():
                     entry.update(candidate=name + suffix, setting=key)
                     results[f"{name + suffix}/{key}/{entry['iterations']}"] = entry
@@ -262,13 +284,27 @@ def main() -> None:
     rss = ("not recorded by the run that made these numbers (--from-json)." if args.from_json
            else f"{peak_rss_mb():.0f} MB.")
     text += f"\n\nPeak RSS of the benchmark process (ru_maxrss, every model run of it together, data included): {rss}"
-    if any(entry.get("memory_weight") is not None for entry in results.values()):
+    if any(entry.get("memory_augment") for entry in results.values()):
+        write_section(VIEWS_TITLE, views_preamble() + "\n\n" + text,
+                      command="python benchmarks/select_uniadc.py --candidates base --settings zs1,fs21 --threads 2 "
+                      "--memory-augments none,flips,dihedral --json ..., then --from-json")
+    elif any(entry.get("memory_weight") is not None for entry in results.values()):
         write_section(MEMORY_TITLE, memory_preamble() + "\n\n" + text,
                       command="python benchmarks/select_uniadc.py --candidates base --settings zs1,fs21 --threads 2 "
                       "--memory-weights 0,0.25,0.5,0.75,1 --json ..., then --from-json")
     else:
         write_section(TITLE, text, command="python benchmarks/select_uniadc.py --candidates <see table> "
                       "--settings zs1,fs21 --threads 1 --json ... (screens with --epochs 10), then --from-json")
+
+
+def views_preamble() -> str:
+    return ("`train_uniadc.model.normal_memory.augment` (a project extension) adds views of each of the Kn normal "
+            "images to the memory: `flips` its horizontal, vertical and double flips (4 views), `dihedral` also "
+            "the image turned by 90° and its flips (8 views). The memory is built after training, so one fit per "
+            "setting scores every set of views (`select_uniadc --memory-augments`, `uniadc.rebuild_normal_memory`), "
+            "each at conf's weight and `classify_on` (classes on the discriminator map: Acc cannot change with the "
+            "views, the rule score moves with I-AUROC only). Same selection set, rule and caveats as in the section "
+            "\"UniADC hyper-parameter selection\".")
 
 
 def memory_preamble() -> str:

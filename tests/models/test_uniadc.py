@@ -17,6 +17,7 @@ from unified_anomaly.models.uniadc import (
     class_map_from_scores,
     encode_class_texts,
     fit_uniadc,
+    memory_views,
     vote_image_class,
 )
 
@@ -349,3 +350,42 @@ def test_classify_on_discriminator_thresholds_the_discriminator_map():
     assert not model.classifies_on_discriminator and "class_source_map" not in model.predict(torch.rand(1, 3, 32, 32)).extras
     with pytest.raises(ValueError, match="classify_on must be one of"):
         model.set_memory_weight(0.5, "logits")
+
+
+def test_memory_views_are_the_flips_and_turns_of_each_image():
+    images = np.arange(2 * 3 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3, 3)  # no symmetry: every view differs
+    assert len(memory_views(images, "none")) == 1
+    flips = memory_views(images, "flips")
+    assert len(flips) == 4 and np.array_equal(flips[1][0, :, 0], images[0, :, -1])  # horizontal flip
+    assert np.array_equal(flips[2][0, 0], images[0, -1])  # vertical flip
+    dihedral = memory_views(images, "dihedral")
+    assert len({view.tobytes() for view in dihedral}) == 8 and all(v.flags.c_contiguous for v in dihedral)
+    with pytest.raises(ValueError, match="augment must be one of"):
+        memory_views(images, "rotate")
+    with pytest.raises(ValueError, match="augment must be one of"):
+        memory_model(0.5, augment="rotate")
+
+
+def test_memory_with_flips_memorises_each_normal_flipped():
+    train = _toy_set(12)
+    images = torch.from_numpy(np.ascontiguousarray(train.images[:1, :, ::-1])).permute(0, 3, 1, 2).float() / 255
+    plain, flipped = memory_model(0.5), memory_model(0.5, augment="flips")
+    plain_history, flipped_history = _fit_briefly(plain), _fit_briefly(flipped)
+    assert flipped.memory_bank.shape[0] == 4 * plain.memory_bank.shape[0]
+    assert flipped_history["normal_memory"]["views"] == 4 and plain_history["normal_memory"]["views"] == 1
+    assert float(flipped.predict(images).extras["memory_distance"].abs().max()) < 1e-3  # the mirrored normal
+    assert float(plain.predict(images).extras["memory_distance"].abs().max()) > 1e-2
+
+
+def test_rebuilding_the_memory_with_other_views_equals_a_fit_with_them():
+    from unified_anomaly.models.uniadc import rebuild_normal_memory
+
+    rebuilt, fitted = memory_model(0.5), memory_model(0.5, augment="flips")
+    history = _fit_briefly(rebuilt)
+    _fit_briefly(fitted)
+    summary = rebuild_normal_memory(rebuilt, "flips", _toy_set(12), _toy_set(9, seed=1), torch.device("cpu"))
+    assert summary["normal_memory"]["patches"] == 4 * history["normal_memory"]["patches"]
+    assert rebuilt.bundle_config()["normal_memory"]["augment"] == "flips"
+    assert torch.allclose(rebuilt.memory_bank, fitted.memory_bank, atol=1e-5)
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(rebuilt.predict(images).anomaly_map, fitted.predict(images).anomaly_map, atol=1e-4)

@@ -40,8 +40,9 @@ inference each patch's nearest-neighbour distance to its category's memory is up
 ``(1 − w)·z(p) + w·z(d)``: the discriminator's probability p and the distance d, each standardised by its mean
 and std over the VALIDATION normals' pixels (``memory_stats``). The image score reads the fused map; the class
 map thresholds the fused map (``classify_on: fused``) or the discriminator's own map p (``discriminator``, with
-``pixel_threshold`` calibrated on p). Training is untouched: the memory and its statistics are set after
-checkpoint selection, before the thresholds are calibrated.
+``pixel_threshold`` calibrated on p). ``augment`` adds the flipped (``flips``) or flipped and turned
+(``dihedral``) views of each normal image to the memory. Training is untouched: the memory and its statistics are
+set after checkpoint selection, before the thresholds are calibrated.
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
 # normal_memory defaults: weight 0 = off (the paper's discriminator alone); layers index the encoder's feature list.
 # classify_on: the map the class map and image class threshold (fused | discriminator = the paper's own map).
 MEMORY_DEFAULTS: dict[str, Any] = {"weight": 0.0, "layers": [1, 2], "pool": 3, "max_patches": 65536,
-                                   "classify_on": "fused"}
+                                   "classify_on": "fused", "augment": "none"}
 CLASSIFY_ON = ("fused", "discriminator")
+# views of each normal image whose patches the memory keeps: the image itself, its 4 flips, or all 8 symmetries
+MEMORY_AUGMENTS = {"none": 1, "flips": 4, "dihedral": 8}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -363,6 +366,7 @@ class UniADC(nn.Module):
                              f"{len(self.encoder.channels)} feature maps (0..{len(self.encoder.channels) - 1})")
         self.memory_pool, self.memory_max_patches = int(memory["pool"]), int(memory["max_patches"])
         self.memory_classify_on = _checked_classify_on(memory["classify_on"])
+        self.memory_augment = _checked_memory_augment(memory["augment"])
         memory_dim = sum(self.encoder.channels[i] for i in self.memory_layers)
         self.register_buffer("memory_bank", torch.zeros(int(memory_patches), memory_dim))
         self.register_buffer("memory_category", torch.zeros(int(memory_patches), dtype=torch.long))
@@ -628,6 +632,25 @@ def _checked_memory_weight(value: float) -> float:
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"normal_memory.weight must lie in [0, 1], got {value}")
     return float(value)
+
+
+def _checked_memory_augment(value: str) -> str:
+    if value not in MEMORY_AUGMENTS:
+        raise ValueError(f"normal_memory.augment must be one of {sorted(MEMORY_AUGMENTS)}, got {value!r}")
+    return value
+
+
+def memory_views(images: np.ndarray, augment: str) -> list[np.ndarray]:
+    """N×S×S×3 images -> their views for the normal memory: ``none`` the images, ``flips`` + the horizontal,
+    vertical and both flips, ``dihedral`` + the four flips of the image turned by 90°."""
+    count = MEMORY_AUGMENTS[_checked_memory_augment(augment)]
+    views = [images]
+    if count >= 4:
+        views += [images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
+    if count == 8:
+        turned = np.rot90(images, 1, axes=(1, 2))
+        views += [turned, turned[:, :, ::-1], turned[:, ::-1], turned[:, ::-1, ::-1]]
+    return [np.ascontiguousarray(view) for view in views]
 
 
 def _checked_classify_on(value: str) -> str:
@@ -899,16 +922,38 @@ def build_normal_memory(model: UniADC, features: list[torch.Tensor], masks: torc
     if len(val_normal) == 0:
         raise ValueError("normal_memory standardises its maps on the validation normals, and validation holds "
                          "none. Add `val` normal rows to the split, or set train_uniadc.model.normal_memory.weight: 0")
-    model.set_normal_memory([f[normal].to(device) for f in features], [train.categories[i] for i in normal], seed)
+    memory_features = [f[normal] for f in features]
+    views = memory_views(train.images[normal], model.memory_augment)
+    for view in views[1:]:
+        extra = cache_features(model, view, 16, device, "memory views")
+        memory_features = [torch.cat([m, e]) for m, e in zip(memory_features, extra, strict=True)]
+    model.set_normal_memory([f.to(device) for f in memory_features],
+                            [train.categories[i] for i in normal] * len(views), seed)
     names = [val.categories[i] for i in val_normal]
     probs, _, distances = score_cached(model, [f[val_normal] for f in val_features], names, device, parts=True)
     model.set_memory_statistics(probs, distances, names)
-    summary = {"images": int(len(normal)), "patches": int(model.memory_bank.shape[0]),
+    summary = {"images": int(len(normal)), "views": len(views), "augment": model.memory_augment,
+               "patches": int(model.memory_bank.shape[0]),
                "val_normals": int(len(val_normal)), "weight": model.memory_weight,
                "stats": [[round(float(v), 6) for v in row] for row in model.memory_stats.tolist()]}
-    logger.info("normal memory: %d patches of %d real normal images, weight %.2f, standardised on %d validation "
-                "normals", summary["patches"], summary["images"], model.memory_weight, summary["val_normals"])
+    logger.info("normal memory: %d patches of %d real normal images (%d view(s) each: %s), weight %.2f, "
+                "standardised on %d validation normals", summary["patches"], summary["images"], len(views),
+                model.memory_augment, model.memory_weight, summary["val_normals"])
     return summary
+
+
+def rebuild_normal_memory(model: UniADC, augment: str, train: SampleSet, val: SampleSet, device: torch.device,
+                          seed: int = 0) -> dict[str, Any]:
+    """The fitted model's memory rebuilt with other ``augment`` views (training does not depend on the memory),
+    thresholds recalibrated on validation as ``fit_uniadc`` does; returns the memory summary and thresholds."""
+    model.memory_augment = _checked_memory_augment(augment)
+    model.config["normal_memory"] = {**MEMORY_DEFAULTS, **(model.config.get("normal_memory") or {}),
+                                     "augment": model.memory_augment}
+    features = cache_features(model, train.images, 16, device, "train features")
+    val_features = cache_features(model, val.images, 16, device, "val features")
+    masks, val_masks = _masks_tensor(train.masks, model.resolution), _masks_tensor(val.masks, model.resolution)
+    summary = build_normal_memory(model, features, masks, train, val_features, val_masks, val, device, seed)
+    return {"normal_memory": summary, **calibrate_thresholds(model, val_features, val, val_masks, device)}
 
 
 def _draw_batch(cfg: TrainConfig, rng: np.random.Generator, n: int, real: np.ndarray,

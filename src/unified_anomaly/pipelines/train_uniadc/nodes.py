@@ -330,8 +330,9 @@ def train_uniadc(
 def _memory_tag(memory: dict[str, Any] | None) -> str:
     if not memory:
         return "off (discriminator map only, as the paper)"
-    return (f"weight {memory['weight']:g}: {memory['patches']} patches of {memory['images']} real normal images, "
-            f"standardised on {memory['val_normals']} validation normals")
+    views = "" if memory.get("views", 1) == 1 else f" × {memory['views']} views ({memory['augment']})"
+    return (f"weight {memory['weight']:g}: {memory['patches']} patches of {memory['images']} real normal images"
+            f"{views}, standardised on {memory['val_normals']} validation normals")
 
 
 def _log_training(tags: dict[str, str], frame: pd.DataFrame) -> None:

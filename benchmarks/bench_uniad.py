@@ -343,7 +343,7 @@ def backbone_selection_markdown(results: list[dict], conf_backbone: str, notes: 
         "Rule: the backbone with the highest I-AUROC on the selection set (the 95 val normals + the 20 support "
         "anomalies, never test) replaces conf's only if it beats conf's by more than the larger of 1 point and "
         "the standard error of conf's selection-set I-AUROC (Hanley–McNeil); the test columns are shown, never "
-        "used. Same schedule for every backbone (conf's, one seed); precision as each row says; s/epoch counts the "
+        "used. Same schedule for every backbone (the run's command line over conf at the time, one seed); precision as each row says; s/epoch counts the "
         "transformer on cached features (the machine's speed drifts by 10–30 %).",
         "",
         "| backbone (weights) | channels | selected epoch | sel I-AUROC | sel P-AUROC | sel AUPRO | test I-AUROC | "

@@ -537,8 +537,16 @@ class UniADC(nn.Module):
         self.memory_weight = _checked_memory_weight(weight)
         if classify_on is not None:
             self.memory_classify_on = _checked_classify_on(classify_on)
-        self.config["normal_memory"] = {**MEMORY_DEFAULTS, **(self.config.get("normal_memory") or {}),
-                                        "weight": self.memory_weight, "classify_on": self.memory_classify_on}
+        self._record_memory_config(weight=self.memory_weight, classify_on=self.memory_classify_on)
+
+    def set_memory_augment(self, augment: str) -> None:
+        """Changes the views the next ``build_normal_memory`` stores; rebuild the memory after."""
+        self.memory_augment = _checked_memory_augment(augment)
+        self._record_memory_config(augment=self.memory_augment)
+
+    def _record_memory_config(self, **changes: Any) -> None:
+        """Keeps the bundle config's ``normal_memory`` in step with the attributes (a reload rebuilds from it)."""
+        self.config["normal_memory"] = {**MEMORY_DEFAULTS, **(self.config.get("normal_memory") or {}), **changes}
 
     @property
     def memory_active(self) -> bool:
@@ -924,8 +932,8 @@ def build_normal_memory(model: UniADC, features: list[torch.Tensor], masks: torc
                          "none. Add `val` normal rows to the split, or set train_uniadc.model.normal_memory.weight: 0")
     memory_features = [f[normal] for f in features]
     views = memory_views(train.images[normal], model.memory_augment)
-    for view in views[1:]:
-        extra = cache_features(model, view, 16, device, "memory views")
+    if len(views) > 1:  # one pass over every extra view, view-major like the category names below
+        extra = cache_features(model, np.concatenate(views[1:]), 16, device, "memory views")
         memory_features = [torch.cat([m, e]) for m, e in zip(memory_features, extra, strict=True)]
     model.set_normal_memory([f.to(device) for f in memory_features],
                             [train.categories[i] for i in normal] * len(views), seed)
@@ -946,12 +954,16 @@ def rebuild_normal_memory(model: UniADC, augment: str, train: SampleSet, val: Sa
                           seed: int = 0) -> dict[str, Any]:
     """The fitted model's memory rebuilt with other ``augment`` views (training does not depend on the memory),
     thresholds recalibrated on validation as ``fit_uniadc`` does; returns the memory summary and thresholds."""
-    model.memory_augment = _checked_memory_augment(augment)
-    model.config["normal_memory"] = {**MEMORY_DEFAULTS, **(model.config.get("normal_memory") or {}),
-                                     "augment": model.memory_augment}
+    model.set_memory_augment(augment)
+    # only the real normals (as build_normal_memory picks them) reach the memory: extract those alone, in order
+    masks = _masks_tensor(train.masks, model.resolution)
+    normal = np.flatnonzero(train.is_real & ~(masks.flatten(1) > 0).any(1).numpy())
+    train = SampleSet(train.images[normal], train.masks[normal], [train.categories[i] for i in normal],
+                      train.is_real[normal])
+    masks = masks[normal]
     features = cache_features(model, train.images, 16, device, "train features")
     val_features = cache_features(model, val.images, 16, device, "val features")
-    masks, val_masks = _masks_tensor(train.masks, model.resolution), _masks_tensor(val.masks, model.resolution)
+    val_masks = _masks_tensor(val.masks, model.resolution)
     summary = build_normal_memory(model, features, masks, train, val_features, val_masks, val, device, seed)
     return {"normal_memory": summary, **calibrate_thresholds(model, val_features, val, val_masks, device)}
 

@@ -46,12 +46,13 @@ from bench_uniadc import (  # noqa: E402  (benchmarks/ is the script folder)
 from report import peak_rss_mb, write_section  # noqa: E402
 
 from unified_anomaly.models.contract import pick_device  # noqa: E402
-from unified_anomaly.models.uniadc import rebuild_normal_memory  # noqa: E402
+from unified_anomaly.models.uniadc import rebuild_defect_memory, rebuild_normal_memory  # noqa: E402
 from unified_anomaly.pipelines.train_uniadc.nodes import selection_rows  # noqa: E402
 
 TITLE = "UniADC hyper-parameter selection"
 MEMORY_TITLE = "UniADC normal-memory weight selection"
 VIEWS_TITLE = "UniADC normal-memory views selection"
+DEFECT_TITLE = "UniADC defect-memory selection"
 _MTD = "synthesize.priors.datasets.mtd.magnetic_tile"
 # The MTD priors before commit 5a53c82 (conf/base/parameters_synthesize.yml at 3f731ef): masks only, no styles.
 OLD_PRIOR_MASKS = {
@@ -95,13 +96,27 @@ def parse_candidates(names: str) -> dict[str, dict]:
     return chosen
 
 
+def parse_defect_variants(text: str | None) -> list[tuple[str, float]] | None:
+    """``real:0,real:1,synthetic:0.5`` -> [(source, weight), ...]."""
+    if not text:
+        return None
+    variants = []
+    for item in text.split(","):
+        source, _, weight = item.partition(":")
+        if not weight:
+            raise SystemExit(f"--defect-memory items are source:weight (e.g. real:0.5), got {item!r}")
+        variants.append((source, float(weight)))
+    return variants
+
+
 def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, cache: dict,
-                  memory_weights: list[float] | None = None, memory_augments: list[str] | None = None
-                  ) -> dict[str, dict]:
+                  memory_weights: list[float] | None = None, memory_augments: list[str] | None = None,
+                  defect_variants: list[tuple[str, float]] | None = None) -> dict[str, dict]:
     """Fit one candidate on one setting; metrics on the selection set only (never test). The normal memory is
     built after training, so one fit scores several memories: with ``memory_weights`` one entry per weight,
     keyed ``+mem<w>``; with ``memory_augments`` one entry per set of views (conf's weight and classify_on),
-    keyed ``+aug<name>``; else one entry keyed ``""``."""
+    keyed ``+aug<name>``; with ``defect_variants`` one entry per (source, weight) of the defect memory (built
+    after training too), keyed ``+def<source><w>``; else one entry keyed ``""``."""
     setting, kn, ka = SETTINGS[key]
     if memory_weights:
         overrides = {**overrides, "train_uniadc.model.normal_memory.weight": max(memory_weights)}
@@ -114,10 +129,16 @@ def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, 
     labels = store.labels(rows)
     variants: list[tuple[str, float | None, str | None]] = (
         [(f"+mem{w:g}", w, None) for w in memory_weights] if memory_weights else
-        [(f"+aug{a}", model.memory_weight, a) for a in memory_augments] if memory_augments else [("", None, None)])
+        [(f"+aug{a}", model.memory_weight, a) for a in memory_augments] if memory_augments else
+        [(f"+def{source}{w:g}", None, None) for source, w in defect_variants] if defect_variants else
+        [("", None, None)])
     entries = {}
-    for suffix, weight, augment in variants:
-        if augment is not None:
+    for index, (suffix, weight, augment) in enumerate(variants):
+        defect = defect_variants[index] if defect_variants else None
+        if defect is not None:  # classes only: the maps and thresholds stay those of the fit
+            rebuild_defect_memory(model, defect[0], train, device, weight=defect[1])
+            threshold = history["pixel_threshold"]
+        elif augment is not None:
             threshold = rebuild_normal_memory(model, augment, train, val, device, params["seed"])["pixel_threshold"]
         elif weight is None:
             threshold = history["pixel_threshold"]
@@ -131,7 +152,8 @@ def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, 
             "epsilon": float(model.epsilon.detach()), "selection_normals": int((labels == 0).sum()),
             "selection_anomalies": int(labels.sum()), "overrides": overrides,
             "memory_weight": None if augment is not None else weight, "memory_augment": augment,
-            "memory_classify_on": model.memory_classify_on if augment is not None else None}
+            "memory_classify_on": model.memory_classify_on if augment is not None else None,
+            "defect_source": defect[0] if defect else None, "defect_weight": defect[1] if defect else None}
     return entries
 
 
@@ -162,12 +184,31 @@ def with_discriminator_classes(results: dict) -> dict:
     return derived
 
 
+def with_auto_defect_source(results: dict) -> dict:
+    """Adds ``<candidate>+defauto<w>`` entries (defect_memory.source: auto) derived exactly from the measured ones:
+    the ``real`` entry where the setting trains on real anomalies (few-shot) or the weight is 0, else the
+    ``synthetic`` one (the prototypes are then identical; tests/models/test_uniadc.py checks what auto takes)."""
+    derived = dict(results)
+    for entry in results.values():
+        few_shot = SETTINGS[entry["setting"]][0] == "few_shot"
+        off = not entry.get("defect_weight")  # weight 0: every source is the discriminator's classes
+        if entry.get("defect_source") != ("real" if few_shot or off else "synthetic") or entry.get("derived"):
+            continue
+        name = entry["candidate"].replace(f"+def{entry['defect_source']}", "+defauto")
+        derived[f"{name}/{entry['setting']}/{entry['iterations']}"] = {**entry, "candidate": name,
+                                                                      "defect_source": "auto", "derived": True}
+    return derived
+
+
 def report(results: dict, load: float) -> str:
     """The selection table, the per-candidate scores by iterations, and the rule."""
     memory = any(entry.get("memory_weight") is not None for entry in results.values())
     views = any(entry.get("memory_augment") for entry in results.values())
+    defects = any(entry.get("defect_source") for entry in results.values())
     if memory:
         results = with_discriminator_classes(results)
+    if defects:
+        results = with_auto_defect_source(results)
 
     def pct(v):
         return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
@@ -187,7 +228,9 @@ def report(results: dict, load: float) -> str:
         "temperature at the selected epoch; fit = training time under load (another process on the cores, "
         f"1-min load {load:.1f}: not a timing). Rule: score = mean over zs1 and fs21 of mean(I-AUROC, Acc, fine "
         "Acc); a candidate replaces conf only if it beats `base` at the full 250 iterations. "
-        + ("`base+aug<views>` = conf/base when measured (normal memory weight 0.75, classes on the discriminator "
+        + ("`base+def<source><w>` = conf/base when measured (normal memory weight 0.75, classes on the "
+           "discriminator map) with that defect memory; `base+defreal0` = conf as it was." if defects else
+           "`base+aug<views>` = conf/base when measured (normal memory weight 0.75, classes on the discriminator "
            "map) with those memory views; `base+augnone` = conf as it was." if views else
            "`base` = conf/base when measured (EfficientNet-Lite2, normal memory off: `base+mem0`); the winner "
            "became conf." if memory else
@@ -220,11 +263,11 @@ def report(results: dict, load: float) -> str:
                      f"{pct(total)} |")
     fitted = {entry["candidate"] for entry in results.values()}
     missing = [name for name in CANDIDATES if name not in fitted]
-    if missing and not (memory or views):
+    if missing and not (memory or views or defects):
         lines += ["", f"Defined in the script but not fitted in this table (time): {', '.join(missing)}."]
     full = sorted((r for r in ranked if r[2] == max(i for _, _, i in ranked)), reverse=True) if ranked else []
     if full:
-        base = next((t for t, c, _ in full if c in ("base", "base+mem0", "base+augnone")), None)
+        base = next((t for t, c, _ in full if c in ("base", "base+mem0", "base+augnone", "base+defreal0")), None)
         margin = f"; `base` {100 * base:.1f}, margin {100 * (full[0][0] - base):+.1f} points" if base else ""
         lines += ["", f"Best at {full[0][2]} iterations: **{full[0][1]}** (score {100 * full[0][0]:.1f}{margin})."]
     return "\n".join(lines)
@@ -245,12 +288,16 @@ def main() -> None:
     parser.add_argument("--memory-augments", default=None,
                         help="comma-separated normal-memory views scored on each fit at conf's weight "
                              "(e.g. none,flips,dihedral)")
+    parser.add_argument("--defect-memory", default=None,
+                        help="comma-separated source:weight of the defect memory scored on each fit "
+                             "(e.g. real:0,real:0.5,real:1,all:1)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
+    defect_variants = parse_defect_variants(args.defect_memory)
     memory_weights = [float(w) for w in args.memory_weights.split(",")] if args.memory_weights else None
     memory_augments = args.memory_augments.split(",") if args.memory_augments else None
-    if memory_weights and memory_augments:
-        parser.error("--memory-weights and --memory-augments are separate selections: give one")
+    if sum(bool(x) for x in (memory_weights, memory_augments, defect_variants)) > 1:
+        parser.error("--memory-weights, --memory-augments and --defect-memory are separate selections: give one")
     torch.set_num_threads(args.threads)
     results: dict = {}
     for name in (args.from_json or "").split(","):
@@ -267,7 +314,7 @@ def main() -> None:
             for key in args.settings.split(","):
                 t0 = time.perf_counter()
                 entries = run_candidate(store, key, overrides, args.epochs, device, cache, memory_weights,
-                                        memory_augments)
+                                        memory_augments, defect_variants)
                 for suffix, entry in entries.items():
                     entry.update(candidate=name + suffix, setting=key)
                     results[f"{name + suffix}/{key}/{entry['iterations']}"] = entry
@@ -284,7 +331,11 @@ def main() -> None:
     rss = ("not recorded by the run that made these numbers (--from-json)." if args.from_json
            else f"{peak_rss_mb():.0f} MB.")
     text += f"\n\nPeak RSS of the benchmark process (ru_maxrss, every model run of it together, data included): {rss}"
-    if any(entry.get("memory_augment") for entry in results.values()):
+    if any(entry.get("defect_source") for entry in results.values()):
+        write_section(DEFECT_TITLE, defect_preamble() + "\n\n" + text,
+                      command="python benchmarks/select_uniadc.py --candidates base --settings zs1,fs21 --threads 2 "
+                      "--defect-memory real:0,real:0.5,real:1,all:0.5,all:1,synthetic:0.5,synthetic:1 --json ..., then --from-json")
+    elif any(entry.get("memory_augment") for entry in results.values()):
         write_section(VIEWS_TITLE, views_preamble() + "\n\n" + text,
                       command="python benchmarks/select_uniadc.py --candidates base --settings zs1,fs21 --threads 2 "
                       "--memory-augments none,flips,dihedral --json ..., then --from-json")
@@ -295,6 +346,20 @@ def main() -> None:
     else:
         write_section(TITLE, text, command="python benchmarks/select_uniadc.py --candidates <see table> "
                       "--settings zs1,fs21 --threads 1 --json ... (screens with --epochs 10), then --from-json")
+
+
+def defect_preamble() -> str:
+    return ("`train_uniadc.model.defect_memory` (a project extension) mixes into the class logits of the class map "
+            "the cosine of each patch's embedding (the normal memory's) to one prototype per defect type, the mean "
+            "embedding of that type's pixels in the training anomalies of `source` (`real`: the Ka few-shot "
+            "support images, none in zero-shot; `synthetic`; `all`): (1 − w)·log softmax(discriminator) + "
+            "w·log softmax(cos / 0.05). It is built after training and touches neither the anomaly map nor the "
+            "thresholds, so one fit per setting scores every variant (`select_uniadc --defect-memory`, "
+            "`uniadc.rebuild_defect_memory`) and only Acc and fine Acc can move (`base+defreal0` = conf as it was). "
+            "`base+defauto<w>` rows (`source: auto`: real where the setting has real anomalies, else synthetic) are "
+            "derived exactly from the measured ones (`select_uniadc.with_auto_defect_source`); `auto` was defined "
+            "after the measured rows were seen, so the test run in \"UniADC on MTD\" checks it once. "
+            "Same selection set, rule and caveats as in the section \"UniADC hyper-parameter selection\".")
 
 
 def views_preamble() -> str:

@@ -389,3 +389,117 @@ def test_rebuilding_the_memory_with_other_views_equals_a_fit_with_them():
     assert torch.allclose(rebuilt.memory_bank, fitted.memory_bank, atol=1e-5)
     images = torch.rand(2, 3, 32, 32)
     assert torch.allclose(rebuilt.predict(images).anomaly_map, fitted.predict(images).anomaly_map, atol=1e-4)
+
+
+def defect_model(weight: float, **defect) -> UniADC:
+    torch.manual_seed(0)
+    model = UniADC(["bright", "dark"], dict(TINY), text_dim=16, fusion_dim=16, fusion_stride=4, resolution=32,
+                   defect_memory={"weight": weight, **defect})
+    embeddings, tags = encode_class_texts(["bright", "dark"], {"kind": "random", "dim": 16, "seed": 1})
+    model.set_class_embeddings(embeddings)
+    return model
+
+
+def _as_input(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+
+
+def test_defect_memory_is_off_by_default_and_without_its_source():
+    plain, real_only = defect_model(0.0), defect_model(1.0, source="real")  # the toy set's anomalies are synthetic
+    assert "defect_memory" not in _fit_briefly(plain)
+    summary = _fit_briefly(real_only)["defect_memory"]
+    assert summary["images"] == 0 and summary["classes_with_prototype"] == 0 and not real_only.defect_active
+    images = torch.rand(2, 3, 32, 32)
+    out_plain, out_real = plain.predict(images), real_only.predict(images)
+    assert "discriminator_class_logits" not in out_real.extras
+    assert torch.equal(out_plain.class_logits, out_real.class_logits)
+
+
+def test_defect_memory_prototypes_are_the_mean_embedding_of_each_class():
+    model = defect_model(1.0, source="synthetic")
+    train = _toy_set(12)
+    summary = _fit_briefly(model)["defect_memory"]
+    anomalous = (train.masks > 0).any((1, 2)) & ~train.is_real
+    assert summary["images"] == int(anomalous.sum())
+    assert summary["images_per_class"] == {"bright": 4, "dark": 4} and model.defect_ready.all()
+    rows = np.flatnonzero(anomalous & (train.masks == 1).any((1, 2)))
+    masks = torch.from_numpy(train.masks[rows]).long()
+    means, present = model.defect_region_means(model.extract(_as_input(train.images[rows])), masks)
+    expected = torch.nn.functional.normalize(means[:, 0].mean(0), dim=0)
+    assert present[:, 0].all() and not present[:, 1].any()
+    assert torch.allclose(model.defect_prototypes[0], expected, atol=1e-5)
+
+
+def test_defect_memory_class_map_chooses_the_matching_prototype():
+    model = defect_model(1.0, source="synthetic")
+    _fit_briefly(model)
+    test = _toy_set(12, seed=5)
+    anomalous = np.flatnonzero((test.masks > 0).any((1, 2)))
+    out = model.predict(_as_input(test.images[anomalous]))
+    truth = torch.from_numpy(test.masks[anomalous]).long()
+    predicted = out.class_logits.argmax(1) + 1
+    assert (predicted[truth > 0] == truth[truth > 0]).float().mean() > 0.8  # bright vs dark by their prototypes
+    voted = vote_image_class(torch.where(truth > 0, predicted, torch.zeros_like(predicted)), 2)
+    assert (voted == vote_image_class(truth, 2)).float().mean() >= 0.85  # image classes voted over the squares
+    untrained = out.extras["discriminator_class_logits"].argmax(1) + 1  # 2 epochs: the text head is at chance
+    assert (untrained[truth > 0] == truth[truth > 0]).float().mean() < 0.6
+    # the discriminator's own logits are kept beside the mixed ones, and weight 0 gives them back
+    model.set_defect_weight(0.0)
+    assert torch.equal(model.predict(_as_input(test.images[anomalous])).class_logits,
+                       out.extras["discriminator_class_logits"])
+
+
+def test_defect_memory_mixes_log_probabilities_over_own_classes():
+    model = defect_model(0.5, source="synthetic")
+    features = model.extract(torch.rand(1, 3, 32, 32))
+    model.set_defect_prototypes(torch.randn(2, model.defect_prototypes.shape[1]), torch.tensor([True, True]))
+    logits = torch.randn(1, 2, 32, 32)
+    mixed = model.classify_logits(logits, features, (32, 32), None)
+    prototypes = model.defect_logits(features, (32, 32))
+    expected = 0.5 * logits.log_softmax(1) + 0.5 * prototypes.log_softmax(1)
+    assert torch.allclose(mixed, expected, atol=1e-5)
+    # a class without a prototype: its samples keep the discriminator's logits
+    model.set_defect_prototypes(torch.randn(2, model.defect_prototypes.shape[1]), torch.tensor([True, False]))
+    assert torch.equal(model.classify_logits(logits, features, (32, 32), None), logits)
+
+
+def test_rebuilt_defect_memory_equals_a_fit_and_survives_the_bundle(tmp_path):
+    from unified_anomaly.models.uniadc import rebuild_defect_memory
+
+    rebuilt, fitted = defect_model(1.0, source="real"), defect_model(1.0, source="all")
+    _fit_briefly(rebuilt)
+    _fit_briefly(fitted)
+    summary = rebuild_defect_memory(rebuilt, "all", _toy_set(12), torch.device("cpu"))
+    assert summary["classes_with_prototype"] == 2 and rebuilt.bundle_config()["defect_memory"]["source"] == "all"
+    assert torch.allclose(rebuilt.defect_prototypes, fitted.defect_prototypes, atol=1e-5)
+    save_bundle(tmp_path / "m", ModelBundle("uniadc", rebuilt.bundle_config(), rebuilt))
+    loaded = load_bundle(tmp_path / "m").model
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(loaded.predict(images).class_logits, fitted.predict(images).class_logits, atol=1e-4)
+
+
+def test_defect_memory_refuses_bad_settings():
+    with pytest.raises(ValueError, match="defect_memory.weight must lie in"):
+        defect_model(2.0)
+    with pytest.raises(ValueError, match="defect_memory.source must be one of"):
+        defect_model(0.5, source="support")
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        defect_model(0.5, temperature=0)
+    with pytest.raises(ValueError, match="unknown defect_memory keys"):
+        defect_model(0.5, wieght=1)
+
+
+def test_defect_memory_auto_takes_real_anomalies_where_a_category_has_them():
+    from unified_anomaly.models.uniadc import build_defect_memory, cache_features
+
+    model = defect_model(1.0, source="auto")
+    train = _toy_set(12)
+    features = cache_features(model, train.images, 16, torch.device("cpu"))
+    masks = torch.from_numpy(train.masks).long()
+    assert build_defect_memory(model, features, masks, train, torch.device("cpu"))["used"] == "synthetic"
+    real = train.is_real.copy()
+    real[[1, 2]] = True  # one real anomaly of each class: from now on only those two count
+    with_real = SampleSet(train.images, train.masks, train.categories, real)
+    summary = build_defect_memory(model, features, masks, with_real, torch.device("cpu"))
+    assert summary["used"] == "real" and summary["images"] == 2
+    assert summary["images_per_class"] == {"bright": 1, "dark": 1}

@@ -79,6 +79,11 @@ MEMORY_DEFAULTS: dict[str, Any] = {"weight": 0.0, "layers": [1, 2], "pool": 3, "
 CLASSIFY_ON = ("fused", "discriminator")
 # views of each normal image whose patches the memory keeps: the image itself, its 4 flips, or all 8 symmetries
 MEMORY_AUGMENTS = {"none": 1, "flips": 4, "dihedral": 8}
+# defect_memory defaults: weight 0 = off (the discriminator's class logits alone). One prototype per class, the mean
+# normal-memory embedding of its pixels in the training anomalies of `source`; temperature of the cosine logits.
+DEFECT_DEFAULTS: dict[str, Any] = {"weight": 0.0, "source": "real", "temperature": 0.05}
+# auto: a category's real training anomalies when it has some (few-shot), else its synthetic ones (zero-shot)
+DEFECT_SOURCES = ("auto", "real", "synthetic", "all")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -323,6 +328,7 @@ class UniADC(nn.Module):
         text_tags: dict[str, str] | None = None,
         normal_memory: dict[str, Any] | None = None,
         memory_patches: int = 0,
+        defect_memory: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in {"self", "__class__"}}
@@ -359,7 +365,7 @@ class UniADC(nn.Module):
         unknown = sorted(set(memory) - set(MEMORY_DEFAULTS))
         if unknown:
             raise ValueError(f"unknown normal_memory keys {unknown}; known: {sorted(MEMORY_DEFAULTS)}")
-        self.memory_weight = _checked_memory_weight(memory["weight"])
+        self.memory_weight = _checked_weight(memory["weight"], "normal_memory.weight")
         self.memory_layers = [int(i) for i in memory["layers"]]
         if not self.memory_layers or any(not 0 <= i < len(self.encoder.channels) for i in self.memory_layers):
             raise ValueError(f"normal_memory.layers {self.memory_layers} must index the encoder's "
@@ -372,6 +378,19 @@ class UniADC(nn.Module):
         self.register_buffer("memory_category", torch.zeros(int(memory_patches), dtype=torch.long))
         # per category (+ a last row over all): mean and std of p and d on the validation normals
         self.register_buffer("memory_stats", torch.tensor([[0.0, 1.0, 0.0, 1.0]] * (len(self.categories) + 1)))
+
+        defect = {**DEFECT_DEFAULTS, **(defect_memory or {})}
+        unknown = sorted(set(defect) - set(DEFECT_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown defect_memory keys {unknown}; known: {sorted(DEFECT_DEFAULTS)}")
+        self.defect_weight = _checked_weight(defect["weight"], "defect_memory.weight")
+        self.defect_source = _checked_defect_source(defect["source"])
+        self.defect_temperature = float(defect["temperature"])
+        if not self.defect_temperature > 0:
+            raise ValueError(f"defect_memory.temperature must be positive, got {defect['temperature']}")
+        # one prototype per class (on the normal memory's embedding); ready = the class has one
+        self.register_buffer("defect_prototypes", torch.zeros(len(self.class_names), memory_dim))
+        self.register_buffer("defect_ready", torch.zeros(len(self.class_names), dtype=torch.bool))
 
     # ---- set-up ------------------------------------------------------------------------------------------
     def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
@@ -504,10 +523,13 @@ class UniADC(nn.Module):
         classes = None if category is None else self.class_mask(category, len(images), images.device)
         out_size = tuple(images.shape[-2:])
         detection, logits = self.head(features, out_size, classes)
+        extras = {"detection_logits": detection}
+        if self.defect_active:
+            extras["discriminator_class_logits"] = logits
+            logits = self.classify_logits(logits, features, out_size, classes)
         if category is not None:
             logits = logits[:, self.class_mask(category, 1, logits.device)[0]]
         probs = torch.sigmoid(detection)
-        extras = {"detection_logits": detection}
         class_source = probs
         if self.memory_active:
             names = None if category is None else [category] * len(images)
@@ -534,7 +556,7 @@ class UniADC(nn.Module):
     def set_memory_weight(self, weight: float, classify_on: str | None = None) -> None:
         """Changes the fusion weight (0 = the discriminator alone) and optionally ``classify_on`` of a built
         memory; recalibrate the thresholds after."""
-        self.memory_weight = _checked_memory_weight(weight)
+        self.memory_weight = _checked_weight(weight, "normal_memory.weight")
         if classify_on is not None:
             self.memory_classify_on = _checked_classify_on(classify_on)
         self._record_memory_config(weight=self.memory_weight, classify_on=self.memory_classify_on)
@@ -543,6 +565,15 @@ class UniADC(nn.Module):
         """Changes the views the next ``build_normal_memory`` stores; rebuild the memory after."""
         self.memory_augment = _checked_memory_augment(augment)
         self._record_memory_config(augment=self.memory_augment)
+
+    def set_defect_weight(self, weight: float, source: str | None = None) -> None:
+        """Changes the defect memory's weight (0 = the discriminator's classes alone) and optionally its source;
+        after a new source rebuild the prototypes (``rebuild_defect_memory``). Thresholds do not depend on it."""
+        self.defect_weight = _checked_weight(weight, "defect_memory.weight")
+        if source is not None:
+            self.defect_source = _checked_defect_source(source)
+        self.config["defect_memory"] = {**DEFECT_DEFAULTS, **(self.config.get("defect_memory") or {}),
+                                        "weight": self.defect_weight, "source": self.defect_source}
 
     def _record_memory_config(self, **changes: Any) -> None:
         """Keeps the bundle config's ``normal_memory`` in step with the attributes (a reload rebuilds from it)."""
@@ -610,6 +641,52 @@ class UniADC(nn.Module):
         distances = distances.view(b, 1, h, w)
         return F.interpolate(distances, size=out_size, mode="bilinear", align_corners=False)[:, 0]
 
+    # ---- defect memory (project extension; weight 0 = off) ---------------------------------------------------
+    @property
+    def defect_active(self) -> bool:
+        return self.defect_weight > 0 and bool(self.defect_ready.any())
+
+    @torch.no_grad()
+    def defect_region_means(self, features: Sequence[torch.Tensor], masks: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B×C×D mean embedding of each class's pixels per image, B×C whether the image holds the class);
+        ``masks``: B×H×W global class ids, area-weighted onto the embedding grid."""
+        embedding = self.memory_embedding(features)
+        onehot = F.one_hot(masks.long(), len(self.class_names) + 1).permute(0, 3, 1, 2).float()[:, 1:]
+        weights = F.interpolate(onehot, size=embedding.shape[-2:], mode="area")
+        area = weights.sum((2, 3))
+        means = torch.einsum("bchw,bdhw->bcd", weights, embedding) / area.clamp_min(1e-12)[..., None]
+        return means, area > 0
+
+    def set_defect_prototypes(self, prototypes: torch.Tensor, ready: torch.Tensor) -> None:
+        """C×D prototypes (rows of classes without one are ignored) and the C-bool of classes that have one."""
+        self.defect_prototypes.copy_(F.normalize(prototypes.float(), dim=1) * ready[:, None].to(prototypes.device))
+        self.defect_ready.copy_(ready)
+
+    def defect_logits(self, features: Sequence[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+        """B×C×H×W cosine of each patch embedding to each class prototype, over the temperature."""
+        embedding = F.normalize(self.memory_embedding(features), dim=1)
+        similarity = torch.einsum("bdhw,cd->bchw", embedding, self.defect_prototypes.to(embedding.dtype))
+        similarity = similarity / self.defect_temperature
+        return F.interpolate(similarity, size=out_size, mode="bilinear", align_corners=False)
+
+    def classify_logits(self, logits: torch.Tensor, features: Sequence[torch.Tensor], out_size: tuple[int, int],
+                        classes: torch.Tensor | None) -> torch.Tensor:
+        """The class logits whose argmax makes the class map: the discriminator's, or with an active defect
+        memory (1 − w)·log softmax(discriminator) + w·log softmax(prototype logits), each over the sample's own
+        classes; a sample whose classes lack a prototype keeps the discriminator's."""
+        if not self.defect_active:
+            return logits
+        allowed = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device) if classes is None else classes
+        ready = (self.defect_ready.to(logits.device)[None] | ~allowed).all(1)
+        if not bool(ready.any()):
+            return logits
+        hidden = ~allowed[:, :, None, None]
+        w = self.defect_weight
+        discriminator = logits.masked_fill(hidden, -1e4).log_softmax(1)
+        prototypes = self.defect_logits(features, out_size).masked_fill(hidden, -1e4).log_softmax(1)
+        return torch.where(ready[:, None, None, None], (1 - w) * discriminator + w * prototypes, logits)
+
     def _stats_rows(self, categories: Sequence[str] | None, batch: int, device: torch.device) -> torch.Tensor:
         if categories is None:
             return self.memory_stats[-1:].expand(batch, -1).to(device)
@@ -636,10 +713,16 @@ class UniADC(nn.Module):
         self.memory_stats.copy_(torch.tensor([[float(v) for v in row] for row in rows]))
 
 
-def _checked_memory_weight(value: float) -> float:
+def _checked_weight(value: float, name: str) -> float:
     if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"normal_memory.weight must lie in [0, 1], got {value}")
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
     return float(value)
+
+
+def _checked_defect_source(value: str) -> str:
+    if value not in DEFECT_SOURCES:
+        raise ValueError(f"defect_memory.source must be one of {', '.join(DEFECT_SOURCES)}, got {value!r}")
+    return str(value)
 
 
 def _checked_memory_augment(value: str) -> str:
@@ -782,7 +865,7 @@ def score_cached(model: UniADC, features: list[torch.Tensor], categories: list[s
         names = categories[start : start + batch_size]
         classes = model.class_mask(names, len(feats[0]), device)
         detection, logits = model.head(feats, size, classes)
-        logits = logits.masked_fill(~classes[:, :, None, None], -1e4)
+        logits = model.classify_logits(logits.masked_fill(~classes[:, :, None, None], -1e4), feats, size, classes)
         p = torch.sigmoid(detection)
         if with_memory:
             d = model.memory_distance(feats, names, size)
@@ -910,6 +993,8 @@ def fit_uniadc(model: UniADC, train: SampleSet, val: SampleSet | None, config: T
             val_masks = _masks_tensor(val.masks, model.resolution)
         history["normal_memory"] = build_normal_memory(model, features, masks, train, val_features, val_masks,
                                                        val, device, cfg.seed)
+    if model.defect_weight > 0:
+        history["defect_memory"] = build_defect_memory(model, features, masks, train, device)
     history.update(calibrate_thresholds(model, val_features, val, val_masks, device))
     model.eval()
     return history
@@ -966,6 +1051,56 @@ def rebuild_normal_memory(model: UniADC, augment: str, train: SampleSet, val: Sa
     val_masks = _masks_tensor(val.masks, model.resolution)
     summary = build_normal_memory(model, features, masks, train, val_features, val_masks, val, device, seed)
     return {"normal_memory": summary, **calibrate_thresholds(model, val_features, val, val_masks, device)}
+
+
+@torch.no_grad()
+def build_defect_memory(model: UniADC, features: list[torch.Tensor], masks: torch.Tensor, train: SampleSet,
+                        device: torch.device, batch_size: int = 16) -> dict[str, Any]:
+    """Prototypes = per class, the mean over the training anomalies of ``model.defect_source`` (real: the
+    few-shot support images; synthetic; all; auto: real where a category has real ones, else synthetic) of each
+    image's mean embedding of that class's pixels."""
+    anomalous = (masks.flatten(1) > 0).any(1).numpy()
+    with_real = {train.categories[i] for i in np.flatnonzero(anomalous & train.is_real)}
+    auto = np.array([train.is_real[i] == (c in with_real) for i, c in enumerate(train.categories)], dtype=bool)
+    wanted = {"real": train.is_real, "synthetic": ~train.is_real, "all": np.ones(len(train), bool), "auto": auto}
+    rows = np.flatnonzero(anomalous & wanted[model.defect_source])
+    used = sorted({"real" if train.is_real[i] else "synthetic" for i in rows})
+    sums = torch.zeros_like(model.defect_prototypes, device="cpu")
+    counts = torch.zeros(len(model.class_names), dtype=torch.long)
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        means, present = model.defect_region_means([f[batch].to(device) for f in features], masks[batch].to(device))
+        sums += (means * present[..., None]).sum(0).cpu()
+        counts += present.sum(0).cpu()
+    model.set_defect_prototypes(sums / counts.clamp_min(1)[:, None], counts > 0)
+    summary = {"weight": model.defect_weight, "source": model.defect_source, "used": "+".join(used) or "none",
+               "images": int(len(rows)),
+               "classes_with_prototype": int((counts > 0).sum()), "classes": len(model.class_names),
+               "images_per_class": dict(zip(model.class_names, counts.tolist(), strict=True))}
+    missing = [n for n, c in summary["images_per_class"].items() if c == 0]
+    if len(rows) == 0:
+        logger.info("defect memory: no %s anomalies in training (zero-shot with source real?); the class map "
+                    "stays the discriminator's", model.defect_source)
+    elif missing:
+        logger.warning("defect memory: no %s training anomaly of classes %s; samples of their categories keep "
+                       "the discriminator's classes", model.defect_source, missing)
+    else:
+        logger.info("defect memory: %d class prototypes from %d %s training anomalies, weight %.2f",
+                    summary["classes_with_prototype"], len(rows), model.defect_source, model.defect_weight)
+    return summary
+
+
+def rebuild_defect_memory(model: UniADC, source: str, train: SampleSet, device: torch.device,
+                          weight: float | None = None) -> dict[str, Any]:
+    """The fitted model's class prototypes rebuilt from another ``source`` (and weight); training and the
+    thresholds do not depend on them."""
+    model.set_defect_weight(model.defect_weight if weight is None else weight, source)
+    masks = _masks_tensor(train.masks, model.resolution)
+    anomalous = np.flatnonzero((masks.flatten(1) > 0).any(1).numpy())
+    subset = SampleSet(train.images[anomalous], train.masks[anomalous],
+                       [train.categories[i] for i in anomalous], train.is_real[anomalous])
+    features = cache_features(model, subset.images, 16, device, "defect features")
+    return build_defect_memory(model, features, masks[anomalous], subset, device)
 
 
 def _draw_batch(cfg: TrainConfig, rng: np.random.Generator, n: int, real: np.ndarray,

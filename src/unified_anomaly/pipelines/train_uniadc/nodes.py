@@ -307,6 +307,7 @@ def train_uniadc(
         "resolution": str(model.resolution), "selection": params["training"].get("selection", "best_val"),
         "validation": validation,
         "normal_memory": _memory_tag(history.get("normal_memory")),
+        "defect_memory": _defect_tag(history.get("defect_memory")),
     }
     info = {
         "tags": tags,
@@ -315,6 +316,7 @@ def train_uniadc(
         "pixel_threshold": history["pixel_threshold"],
         "validation": history["val"][-1] if history["val"] else {},
         "normal_memory": history.get("normal_memory"),
+        "defect_memory": history.get("defect_memory"),
         "class_names": model.class_names,
         "class_categories": model.class_categories,
         "train_seconds": round(time.perf_counter() - started, 1),
@@ -333,6 +335,16 @@ def _memory_tag(memory: dict[str, Any] | None) -> str:
     views = "" if memory.get("views", 1) == 1 else f" × {memory['views']} views ({memory['augment']})"
     return (f"weight {memory['weight']:g}: {memory['patches']} patches of {memory['images']} real normal images"
             f"{views}, standardised on {memory['val_normals']} validation normals")
+
+
+def _defect_tag(memory: dict[str, Any] | None) -> str:
+    if not memory:
+        return "off (the discriminator's class logits, as the paper)"
+    if not memory["classes_with_prototype"]:
+        return f"weight {memory['weight']:g}, but no {memory['source']} training anomaly: the discriminator's classes"
+    return (f"weight {memory['weight']:g}: prototypes of {memory['classes_with_prototype']}/{memory['classes']} "
+            f"classes from {memory['images']} {memory.get('used', memory['source'])} training anomalies "
+            f"(source {memory['source']})")
 
 
 def _log_training(tags: dict[str, str], frame: pd.DataFrame) -> None:

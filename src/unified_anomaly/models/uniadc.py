@@ -1085,8 +1085,9 @@ def build_defect_memory(model: UniADC, features: list[torch.Tensor], masks: torc
         logger.warning("defect memory: no %s training anomaly of classes %s; samples of their categories keep "
                        "the discriminator's classes", model.defect_source, missing)
     else:
-        logger.info("defect memory: %d class prototypes from %d %s training anomalies, weight %.2f",
-                    summary["classes_with_prototype"], len(rows), model.defect_source, model.defect_weight)
+        logger.info("defect memory: %d class prototypes from %d %s training anomalies (source %s), weight %.2f",
+                    summary["classes_with_prototype"], len(rows), summary["used"], model.defect_source,
+                    model.defect_weight)
     return summary
 
 

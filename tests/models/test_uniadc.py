@@ -503,3 +503,18 @@ def test_defect_memory_auto_takes_real_anomalies_where_a_category_has_them():
     summary = build_defect_memory(model, features, masks, with_real, torch.device("cpu"))
     assert summary["used"] == "real" and summary["images"] == 2
     assert summary["images_per_class"] == {"bright": 1, "dark": 1}
+
+
+def test_defect_memory_keeps_each_category_to_its_own_classes():
+    torch.manual_seed(0)
+    model = UniADC(["crack", "stain", "hole"], dict(TINY), class_categories=["tile", "cloth", "cloth"], text_dim=16,
+                   fusion_dim=16, fusion_stride=4, resolution=32, defect_memory={"weight": 1.0})
+    model.set_class_embeddings(torch.randn(3, 16))
+    dim = model.defect_prototypes.shape[1]
+    model.set_defect_prototypes(torch.randn(3, dim), torch.tensor([True, True, True]))
+    out = model.predict(torch.rand(2, 3, 32, 32), category="cloth")
+    assert out.class_logits.shape == out.extras["discriminator_class_logits"].shape == (2, 2, 32, 32)
+    features = model.extract(torch.rand(2, 3, 32, 32))
+    classes = model.class_mask("cloth", 2, torch.device("cpu"))
+    mixed = model.classify_logits(torch.randn(2, 3, 32, 32), features, (32, 32), classes)
+    assert bool((mixed[:, 0] < -1e3).all())  # the tile's crack never wins on cloth

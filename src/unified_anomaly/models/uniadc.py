@@ -524,11 +524,11 @@ class UniADC(nn.Module):
         out_size = tuple(images.shape[-2:])
         detection, logits = self.head(features, out_size, classes)
         extras = {"detection_logits": detection}
-        if self.defect_active:
-            extras["discriminator_class_logits"] = logits
+        own = slice(None) if category is None else self.class_mask(category, 1, logits.device)[0]
+        if self.defect_active:  # same class ids as class_logits
+            extras["discriminator_class_logits"] = logits[:, own]
             logits = self.classify_logits(logits, features, out_size, classes)
-        if category is not None:
-            logits = logits[:, self.class_mask(category, 1, logits.device)[0]]
+        logits = logits[:, own]
         probs = torch.sigmoid(detection)
         class_source = probs
         if self.memory_active:

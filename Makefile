@@ -8,7 +8,7 @@ test:  ## install, then lint and run the whole test suite
 	bash scripts/test.sh
 
 lint:
-	"$$(bash scripts/setup_env.sh)/bin/ruff" check src tests benchmarks
+	"$$(bash scripts/setup_env.sh)/bin/ruff" check src tests benchmarks notebooks
 
 viz:  ## static kedro-viz export into build/ (open build/index.html)
 	"$$(bash scripts/setup_env.sh)/bin/kedro" viz build

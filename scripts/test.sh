@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
 venv="$(bash scripts/setup_env.sh | tail -n 1)"
-"$venv/bin/ruff" check src tests benchmarks
+"$venv/bin/ruff" check src tests benchmarks notebooks
 set +e
 "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
 status=$?

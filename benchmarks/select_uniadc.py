@@ -111,12 +111,14 @@ def parse_defect_variants(text: str | None) -> list[tuple[str, float]] | None:
 
 def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, cache: dict,
                   memory_weights: list[float] | None = None, memory_augments: list[str] | None = None,
-                  defect_variants: list[tuple[str, float]] | None = None) -> dict[str, dict]:
+                  defect_variants: list[tuple[str, float]] | None = None, classify_on: str | None = None
+                  ) -> dict[str, dict]:
     """Fit one candidate on one setting; metrics on the selection set only (never test). The normal memory is
     built after training, so one fit scores several memories: with ``memory_weights`` one entry per weight,
     keyed ``+mem<w>``; with ``memory_augments`` one entry per set of views (conf's weight and classify_on),
     keyed ``+aug<name>``; with ``defect_variants`` one entry per (source, weight) of the defect memory (built
-    after training too), keyed ``+def<source><w>``; else one entry keyed ``""``."""
+    after training too), keyed ``+def<source><w>`` (``+<classify_on>`` appended when ``classify_on`` replaces
+    conf's, thresholds recalibrated on validation); else one entry keyed ``""``."""
     setting, kn, ka = SETTINGS[key]
     if memory_weights:
         overrides = {**overrides, "train_uniadc.model.normal_memory.weight": max(memory_weights)}
@@ -130,14 +132,16 @@ def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, 
     variants: list[tuple[str, float | None, str | None]] = (
         [(f"+mem{w:g}", w, None) for w in memory_weights] if memory_weights else
         [(f"+aug{a}", model.memory_weight, a) for a in memory_augments] if memory_augments else
-        [(f"+def{source}{w:g}", None, None) for source, w in defect_variants] if defect_variants else
+        [(f"+def{source}{w:g}" + (f"+{classify_on}" if classify_on else ""), None, None)
+         for source, w in defect_variants] if defect_variants else
         [("", None, None)])
     entries = {}
     for index, (suffix, weight, augment) in enumerate(variants):
         defect = defect_variants[index] if defect_variants else None
         if defect is not None:  # classes only: the maps and thresholds stay those of the fit
             rebuild_defect_memory(model, defect[0], train, device, weight=defect[1])
-            threshold = history["pixel_threshold"]
+            threshold = (reweight_memory(model, model.memory_weight, val, device, classify_on) if classify_on
+                         else history["pixel_threshold"])
         elif augment is not None:
             threshold = rebuild_normal_memory(model, augment, train, val, device, params["seed"])["pixel_threshold"]
         elif weight is None:
@@ -153,7 +157,8 @@ def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, 
             "selection_anomalies": int(labels.sum()), "overrides": overrides,
             "memory_weight": None if augment is not None else weight, "memory_augment": augment,
             "memory_classify_on": model.memory_classify_on if augment is not None else None,
-            "defect_source": defect[0] if defect else None, "defect_weight": defect[1] if defect else None}
+            "defect_source": defect[0] if defect else None, "defect_weight": defect[1] if defect else None,
+            "defect_classify_on": model.memory_classify_on if defect else None}
     return entries
 
 
@@ -291,6 +296,8 @@ def main() -> None:
     parser.add_argument("--defect-memory", default=None,
                         help="comma-separated source:weight of the defect memory scored on each fit "
                              "(e.g. real:0,real:0.5,real:1,all:1)")
+    parser.add_argument("--classify-on", default=None, choices=["fused", "discriminator"],
+                        help="with --defect-memory: normal_memory.classify_on for every variant (default: conf's)")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     defect_variants = parse_defect_variants(args.defect_memory)
@@ -314,7 +321,7 @@ def main() -> None:
             for key in args.settings.split(","):
                 t0 = time.perf_counter()
                 entries = run_candidate(store, key, overrides, args.epochs, device, cache, memory_weights,
-                                        memory_augments, defect_variants)
+                                        memory_augments, defect_variants, args.classify_on)
                 for suffix, entry in entries.items():
                     entry.update(candidate=name + suffix, setting=key)
                     results[f"{name + suffix}/{key}/{entry['iterations']}"] = entry

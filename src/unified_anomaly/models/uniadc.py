@@ -43,6 +43,12 @@ map thresholds the fused map (``classify_on: fused``) or the discriminator's own
 ``pixel_threshold`` calibrated on p). ``augment`` adds the flipped (``flips``) or flipped and turned
 (``dihedral``) views of each normal image to the memory. Training is untouched: the memory and its statistics are
 set after checkpoint selection, before the thresholds are calibrated.
+
+Defect memory (a project extension too; ``defect_memory.weight`` 0 = off, the paper): one prototype per class,
+the mean normal-memory embedding of that class's pixels in the training anomalies of ``source`` (``auto``: a
+category's real few-shot anomalies when it has some, else its synthetic ones). The class map's argmax reads
+``(1 − w)·log softmax(discriminator logits) + w·log softmax(cos(patch, prototype) / temperature)``; the anomaly
+map, image score and thresholds are untouched. Built after checkpoint selection (``build_defect_memory``).
 """
 
 from __future__ import annotations

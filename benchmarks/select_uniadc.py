@@ -129,15 +129,15 @@ def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, 
     model, history, summary, fit_s, val, train = fit_setting(store, cache[synth_key], params)
     rows = selection_rows(store, setting, ka)
     labels = store.labels(rows)
-    variants: list[tuple[str, float | None, str | None]] = (
-        [(f"+mem{w:g}", w, None) for w in memory_weights] if memory_weights else
-        [(f"+aug{a}", model.memory_weight, a) for a in memory_augments] if memory_augments else
-        [(f"+def{source}{w:g}" + (f"+{classify_on}" if classify_on else ""), None, None)
+    # (key suffix, normal-memory weight, views, defect memory (source, weight))
+    variants: list[tuple[str, float | None, str | None, tuple[str, float] | None]] = (
+        [(f"+mem{w:g}", w, None, None) for w in memory_weights] if memory_weights else
+        [(f"+aug{a}", model.memory_weight, a, None) for a in memory_augments] if memory_augments else
+        [(f"+def{source}{w:g}" + (f"+{classify_on}" if classify_on else ""), None, None, (source, w))
          for source, w in defect_variants] if defect_variants else
-        [("", None, None)])
+        [("", None, None, None)])
     entries = {}
-    for index, (suffix, weight, augment) in enumerate(variants):
-        defect = defect_variants[index] if defect_variants else None
+    for suffix, weight, augment, defect in variants:
         if defect is not None:  # classes only: the maps and thresholds stay those of the fit
             rebuild_defect_memory(model, defect[0], train, device, weight=defect[1])
             threshold = (reweight_memory(model, model.memory_weight, val, device, classify_on) if classify_on

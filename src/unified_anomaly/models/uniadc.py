@@ -811,6 +811,10 @@ class SampleSet:
     def __len__(self) -> int:
         return len(self.images)
 
+    def subset(self, rows: np.ndarray) -> SampleSet:
+        """The samples at ``rows``, in that order."""
+        return SampleSet(self.images[rows], self.masks[rows], [self.categories[i] for i in rows], self.is_real[rows])
+
 
 @dataclass
 class TrainConfig:
@@ -1049,9 +1053,7 @@ def rebuild_normal_memory(model: UniADC, augment: str, train: SampleSet, val: Sa
     # only the real normals (as build_normal_memory picks them) reach the memory: extract those alone, in order
     masks = _masks_tensor(train.masks, model.resolution)
     normal = np.flatnonzero(train.is_real & ~(masks.flatten(1) > 0).any(1).numpy())
-    train = SampleSet(train.images[normal], train.masks[normal], [train.categories[i] for i in normal],
-                      train.is_real[normal])
-    masks = masks[normal]
+    train, masks = train.subset(normal), masks[normal]
     features = cache_features(model, train.images, 16, device, "train features")
     val_features = cache_features(model, val.images, 16, device, "val features")
     val_masks = _masks_tensor(val.masks, model.resolution)
@@ -1104,8 +1106,7 @@ def rebuild_defect_memory(model: UniADC, source: str, train: SampleSet, device: 
     model.set_defect_weight(model.defect_weight if weight is None else weight, source)
     masks = _masks_tensor(train.masks, model.resolution)
     anomalous = np.flatnonzero((masks.flatten(1) > 0).any(1).numpy())
-    subset = SampleSet(train.images[anomalous], train.masks[anomalous],
-                       [train.categories[i] for i in anomalous], train.is_real[anomalous])
+    subset = train.subset(anomalous)
     features = cache_features(model, subset.images, 16, device, "defect features")
     return build_defect_memory(model, features, masks[anomalous], subset, device)
 

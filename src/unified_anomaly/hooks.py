@@ -113,12 +113,17 @@ class ProjectHooks:
             mlflow.set_tags(self._tags)
             self._tagged = True
             self._run_id = mlflow.active_run().info.run_id
+        versions = {}
         for name in node.inputs:
             version = _load_version(catalog, name)
             if version:
-                mlflow.set_tag(f"input.{name}.version", version)
+                versions[f"input.{name}.version"] = version
                 if name == "ingested_images":
-                    mlflow.set_tag("dataset_version", version)
+                    versions["dataset_version"] = version
+        if versions:
+            # set_tags, not set_tag: under ParallelRunner, nodes sharing an input tag the run at once, and only
+            # the batch call retries when another process inserted the same key first
+            mlflow.set_tags(versions)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data, node) -> None:
@@ -130,7 +135,7 @@ class ProjectHooks:
         if mlflow.active_run() is None:
             return
         if dataset_name == "ingested_images":
-            mlflow.set_tag("dataset_version", self._tags.get("kedro_session_id", ""))
+            mlflow.set_tags({"dataset_version": self._tags.get("kedro_session_id", "")})
         log_artifact_if_marked(_dataset(self._catalog, dataset_name), dataset_name)
 
     @hook_impl

@@ -51,7 +51,7 @@ from unified_anomaly.hooks import check_runtime_params  # noqa: E402
 from unified_anomaly.metrics import classification_metrics, compute_metrics, uniadc_class_maps  # noqa: E402
 from unified_anomaly.models.backbones import build_feature_extractor  # noqa: E402
 from unified_anomaly.models.contract import pick_device, to_model_input  # noqa: E402
-from unified_anomaly.models.uniadc import calibrate_thresholds, fit_uniadc  # noqa: E402
+from unified_anomaly.models.uniadc import calibrate_thresholds, fit_uniadc, set_map_smoothing  # noqa: E402
 from unified_anomaly.pipelines.train_uniadc.nodes import (  # noqa: E402
     VALIDATION_DESCRIPTIONS,
     build_uniadc,
@@ -300,8 +300,9 @@ def _setting_name(key: str) -> str:
     return f"zero-shot Kn={kn}" if setting == "zero_shot" else f"few-shot Kn={kn}, Ka={ka}"
 
 
-def _uniadc_label(weight: float, conf: bool, classify_on: str = "fused", defect: dict | None = None) -> str:
-    where = "conf" if conf else "not conf"
+def _uniadc_label(weight: float, conf: bool, classify_on: str = "fused", defect: dict | None = None,
+                  sigma: float = 0.0) -> str:
+    where = (f"map smoothed, σ {sigma:g}, " if sigma else "") + ("conf" if conf else "not conf")
     with_defect = bool(defect and defect.get("weight") and defect.get("classes_with_prototype"))
     defect_text = (f"; defect memory from {defect['source']} anomalies, weight {defect['weight']:g}"
                    if with_defect else "")
@@ -357,7 +358,7 @@ def report(results: dict, command: str, seconds: float, tags: dict) -> str:
         extra = [100 * m[k] if m.get(k) is not None else None
                  for k in ("image_ClassAcc_valthr", "image_ClassAcc_anomalous")]
         label = _uniadc_label(result.get("memory_weight", 0.0), True, result.get("classify_on", "fused"),
-                              result.get("defect_memory"))
+                              result.get("defect_memory"), result.get("smoothing_sigma", 0.0))
         lines.append(f"| {name} | **{label}** | "
                      f"{fmt(ours(m))} | {fmt(extra)} | {result['fit_s'] / 60:.1f} min |")
         if result.get("other"):
@@ -445,12 +446,19 @@ def run_setting(key: str, store: ImageStore, test_rows: np.ndarray, epochs: int 
     params = params_for(setting, kn, ka, epochs, overrides)
     synthetic = synthesize(store, setting, kn, ka)
     model, history, summary, fit_s, val, _ = fit_setting(store, synthetic, params)
-    conf_defect_weight = model.defect_weight  # the other row is the paper's inference: no defect memory either
+    # the other row is the paper's inference: no defect memory and no smoothing either
+    conf_defect_weight, conf_sigma = model.defect_weight, model.smoothing_sigma
     rows_by_weight = {}
     for weight in (other_weight, conf_weight) if other_weight or conf_weight else (0.0,):
         model.set_defect_weight(conf_defect_weight if weight == conf_weight else 0.0)
-        threshold = reweight_memory(model, weight, val, device, classify_on_of[weight]) \
-            if model.memory_bank.shape[0] else history["pixel_threshold"]
+        sigma = conf_sigma if weight == conf_weight else 0.0
+        if sigma != model.smoothing_sigma:  # new fusion statistics too, then the thresholds
+            model.set_memory_weight(weight, classify_on_of[weight])
+            threshold = set_map_smoothing(model, sigma, val, device)["pixel_threshold"]
+        elif model.memory_bank.shape[0]:
+            threshold = reweight_memory(model, weight, val, device, classify_on_of[weight])
+        else:
+            threshold = history["pixel_threshold"]
         probs, argmax, scores, class_sources = predict_rows(model, store, test_rows, device)
         rows_by_weight[weight] = evaluate(probs, argmax, scores, store, test_rows, threshold, class_sources)
     uniadc = rows_by_weight[conf_weight]  # the last pass, so the maps are conf's
@@ -461,6 +469,7 @@ def run_setting(key: str, store: ImageStore, test_rows: np.ndarray, epochs: int 
               "validation": validation_used(summary), "epochs": params["training"]["epochs"],
               "loss_first_last": [history["loss"][0], history["loss"][-1]], "memory_weight": conf_weight,
               "classify_on": classify_on_of[conf_weight], "defect_memory": history.get("defect_memory"),
+              "smoothing_sigma": conf_sigma,
               "other": {"memory_weight": other_weight, "classify_on": classify_on_of[other_weight],
                         "metrics": rows_by_weight[other_weight]} if other_weight != conf_weight else None}
     print(key, diagnostics, flush=True)

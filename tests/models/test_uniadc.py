@@ -518,3 +518,47 @@ def test_defect_memory_keeps_each_category_to_its_own_classes():
     classes = model.class_mask("cloth", 2, torch.device("cpu"))
     mixed = model.classify_logits(torch.randn(2, 3, 32, 32), features, (32, 32), classes)
     assert bool((mixed[:, 0] < -1e3).all())  # the tile's crack never wins on cloth
+
+
+# ---- map smoothing (project extension) ----------------------------------------------------------------------------
+
+
+def test_smoothing_blurs_the_discriminator_map_at_the_model_resolution():
+    from unified_anomaly.models.postprocess import gaussian_smooth
+
+    plain, smoothed = tiny_model(), tiny_model()
+    smoothed.set_smoothing(2.0)
+    images = torch.rand(2, 3, 32, 32)
+    raw = plain.predict(images)
+    out = smoothed.predict(images)
+    assert torch.allclose(out.anomaly_map, gaussian_smooth(raw.anomaly_map, 2.0), atol=1e-6)
+    assert not torch.allclose(out.anomaly_map, raw.anomaly_map, atol=1e-4)
+    k = smoothed.top_k_for(32, 32)
+    assert torch.allclose(out.image_score, out.anomaly_map.flatten(1).topk(k, dim=1).values.mean(1), atol=1e-6)
+    # σ is in pixels at `resolution`: a map twice as wide is smoothed with twice the σ
+    large = torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(smoothed.predict(large).anomaly_map,
+                          gaussian_smooth(plain.predict(large).anomaly_map, 4.0), atol=1e-6)
+    with pytest.raises(ValueError, match="smoothing_sigma must be >= 0"):
+        smoothed.set_smoothing(-1.0)
+
+
+def test_setting_the_smoothing_after_a_fit_equals_a_fit_with_it_and_survives_the_bundle(tmp_path):
+    from unified_anomaly.models.uniadc import set_map_smoothing
+
+    later = memory_model(0.5)
+    fitted = memory_model(0.5)
+    fitted.set_smoothing(1.5)
+    history_later = _fit_briefly(later)
+    history_fitted = _fit_briefly(fitted)
+    assert history_later["best_epoch"] == history_fitted["best_epoch"]  # selection reads the raw map
+    raw_stats = later.memory_stats.clone()
+    thresholds = set_map_smoothing(later, 1.5, _toy_set(9, seed=1), torch.device("cpu"))
+    assert thresholds["pixel_threshold"] == pytest.approx(history_fitted["pixel_threshold"], abs=1e-5)
+    assert torch.allclose(later.memory_stats, fitted.memory_stats, atol=1e-5)
+    assert not torch.allclose(later.memory_stats[:, 1], raw_stats[:, 1])  # smoothing narrows p's spread
+    save_bundle(tmp_path / "m", ModelBundle("uniadc", later.bundle_config(), later))
+    loaded = load_bundle(tmp_path / "m").model
+    assert loaded.smoothing_sigma == 1.5
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(loaded.predict(images).anomaly_map, fitted.predict(images).anomaly_map, atol=1e-4)

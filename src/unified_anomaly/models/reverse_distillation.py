@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from unified_anomaly.models import distributed
 from unified_anomaly.models.backbones import FeatureExtractor, build_feature_extractor
 from unified_anomaly.models.contract import Predictions, to_model_input
+from unified_anomaly.models.postprocess import gaussian_smooth
 from unified_anomaly.models.registry import register_model
 
 logger = logging.getLogger(__name__)
@@ -143,29 +144,6 @@ class MirroredDecoder(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ post-processing
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    """Normalised 1-D Gaussian, radius ``truncate·σ`` as in ``scipy.ndimage.gaussian_filter``."""
-    radius = max(int(truncate * sigma + 0.5), 1)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of ``B×H×W`` maps with reflect padding (σ ≤ 0: unchanged).
-
-    The kernel sums to one, so smoothing commutes with any per-image ``a·s + b`` (the CADA normalisation)."""
-    if sigma <= 0:
-        return maps
-    kernel = gaussian_kernel1d(sigma).to(maps)
-    radius = kernel.numel() // 2
-    x = maps.unsqueeze(1)
-    mode = "reflect" if min(maps.shape[-2:]) > radius else "replicate"
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode=mode), kernel.view(1, 1, -1, 1))
-    return x.squeeze(1)
-
-
 def pool_image_score(maps: torch.Tensor, mode: str = "max", topk_ratio: float = 0.01) -> torch.Tensor:
     """Image score from ``B×H×W`` maps: the maximum, or the mean of the top ``topk_ratio`` of the pixels."""
     flat = maps.flatten(1)

@@ -49,6 +49,10 @@ the mean normal-memory embedding of that class's pixels in the training anomalie
 category's real few-shot anomalies when it has some, else its synthetic ones). The class map's argmax reads
 ``(1 − w)·log softmax(discriminator logits) + w·log softmax(cos(patch, prototype) / temperature)``; the anomaly
 map, image score and thresholds are untouched. Built after checkpoint selection (``build_defect_memory``).
+
+Map smoothing (a project extension as well; ``smoothing_sigma`` 0 = off, the paper): the discriminator's
+probability map is Gaussian-smoothed (σ in pixels at ``resolution``) before the fusion, the image score and the class
+map's threshold; checkpoint selection reads the raw map, so one fit serves every σ (``set_map_smoothing``).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unified_anomaly.models.contract import Predictions, pick_device, to_model_input
+from unified_anomaly.models.postprocess import gaussian_smooth
 from unified_anomaly.models.registry import register_model
 
 logger = logging.getLogger(__name__)
@@ -335,6 +340,7 @@ class UniADC(nn.Module):
         normal_memory: dict[str, Any] | None = None,
         memory_patches: int = 0,
         defect_memory: dict[str, Any] | None = None,
+        smoothing_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in {"self", "__class__"}}
@@ -353,6 +359,7 @@ class UniADC(nn.Module):
         self.loss_weights = {"focal": 1.0, "dice": 1.0, "ce": 0.5, **(loss_weights or {})}
         self._encoder_tags = dict(encoder_tags or {})
         self.text_tags = dict(text_tags or {})
+        self.smoothing_sigma = _checked_sigma(smoothing_sigma)
 
         self.necks = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, self.fusion_dim, 1, bias=False), nn.ReLU()) for c in self.encoder.channels
@@ -535,7 +542,7 @@ class UniADC(nn.Module):
             extras["discriminator_class_logits"] = logits[:, own]
             logits = self.classify_logits(logits, features, out_size, classes)
         logits = logits[:, own]
-        probs = torch.sigmoid(detection)
+        probs = self.smooth(torch.sigmoid(detection))
         class_source = probs
         if self.memory_active:
             names = None if category is None else [category] * len(images)
@@ -557,6 +564,17 @@ class UniADC(nn.Module):
             image_class=vote_image_class(class_map, logits.shape[1]),
             extras=extras,
         )
+
+    # ---- map smoothing (project extension; 0 = off) ------------------------------------------------------------
+    def smooth(self, probs: torch.Tensor) -> torch.Tensor:
+        """The discriminator's probability map, Gaussian-smoothed with ``smoothing_sigma`` pixels at ``resolution``
+        (scaled with the map's width); every later step (fusion, image score, class map, thresholds) reads it."""
+        return gaussian_smooth(probs, self.smoothing_sigma * probs.shape[-1] / self.resolution)
+
+    def set_smoothing(self, sigma: float) -> None:
+        """Changes ``smoothing_sigma``; a fitted model also needs new statistics and thresholds: ``set_map_smoothing``."""
+        self.smoothing_sigma = _checked_sigma(sigma)
+        self.config["smoothing_sigma"] = self.smoothing_sigma
 
     # ---- normal memory (project extension; weight 0 = off) ---------------------------------------------------
     def set_memory_weight(self, weight: float, classify_on: str | None = None) -> None:
@@ -719,6 +737,12 @@ class UniADC(nn.Module):
         self.memory_stats.copy_(torch.tensor([[float(v) for v in row] for row in rows]))
 
 
+def _checked_sigma(value: float) -> float:
+    if not float(value) >= 0:
+        raise ValueError(f"smoothing_sigma must be >= 0 (0 = off), got {value}")
+    return float(value)
+
+
 def _checked_weight(value: float, name: str) -> float:
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -862,10 +886,11 @@ def _masks_tensor(masks: np.ndarray, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def score_cached(model: UniADC, features: list[torch.Tensor], categories: list[str], device: torch.device,
-                 batch_size: int = 16, parts: bool = False) -> tuple[torch.Tensor, ...]:
+                 batch_size: int = 16, parts: bool = False, smooth: bool = True) -> tuple[torch.Tensor, ...]:
     """(anomaly maps N×R×R, global argmax classes N×R×R) at ``resolution`` from cached features: the sigmoid
-    detection map, fused with the normal memory when it is active. ``parts``: (discriminator probabilities,
-    argmax, memory distances) instead, unfused (distances None without a memory bank)."""
+    detection map (smoothed unless ``smooth`` is False), fused with the normal memory when it is active.
+    ``parts``: (discriminator probabilities, argmax, memory distances) instead, unfused (distances None without
+    a memory bank)."""
     model.eval()
     size = (model.resolution, model.resolution)
     with_memory = model.memory_bank.shape[0] > 0 and (parts or model.memory_active)
@@ -876,7 +901,7 @@ def score_cached(model: UniADC, features: list[torch.Tensor], categories: list[s
         classes = model.class_mask(names, len(feats[0]), device)
         detection, logits = model.head(feats, size, classes)
         logits = model.classify_logits(logits.masked_fill(~classes[:, :, None, None], -1e4), feats, size, classes)
-        p = torch.sigmoid(detection)
+        p = model.smooth(torch.sigmoid(detection)) if smooth else torch.sigmoid(detection)
         if with_memory:
             d = model.memory_distance(feats, names, size)
             distances.append(d.cpu())
@@ -984,7 +1009,8 @@ def fit_uniadc(model: UniADC, train: SampleSet, val: SampleSet | None, config: T
 
         last = epoch == cfg.epochs - 1
         if val_features is not None and ((epoch + 1) % max(1, cfg.eval_every) == 0 or last):
-            probs, argmax = score_cached(model, val_features, val.categories, device)
+            # the raw discriminator map: memories and smoothing are set after selection, as at inference
+            probs, argmax = score_cached(model, val_features, val.categories, device, smooth=False)
             metrics = validation_metrics(model, probs, argmax, val_masks, cfg.val_pixel_stride)
             score = sum(v for v in metrics.values() if np.isfinite(v))
             history["val"].append({"epoch": epoch + 1, **metrics})
@@ -1020,11 +1046,7 @@ def build_normal_memory(model: UniADC, features: list[torch.Tensor], masks: torc
     if missing:
         raise ValueError(f"normal_memory needs real normal training images of every category; none for {missing}. "
                          "Set train_uniadc.model.normal_memory.weight: 0 or train with kn >= 1")
-    val_normal = np.zeros(0, dtype=int) if val_masks is None else np.flatnonzero(
-        ~(val_masks.flatten(1) > 0).any(1).numpy())
-    if len(val_normal) == 0:
-        raise ValueError("normal_memory standardises its maps on the validation normals, and validation holds "
-                         "none. Add `val` normal rows to the split, or set train_uniadc.model.normal_memory.weight: 0")
+    val_normal = _validation_normals(val_masks)
     memory_features = [f[normal] for f in features]
     views = memory_views(train.images[normal], model.memory_augment)
     if len(views) > 1:  # one pass over every extra view, view-major like the category names below
@@ -1032,9 +1054,7 @@ def build_normal_memory(model: UniADC, features: list[torch.Tensor], masks: torc
         memory_features = [torch.cat([m, e]) for m, e in zip(memory_features, extra, strict=True)]
     model.set_normal_memory([f.to(device) for f in memory_features],
                             [train.categories[i] for i in normal] * len(views), seed)
-    names = [val.categories[i] for i in val_normal]
-    probs, _, distances = score_cached(model, [f[val_normal] for f in val_features], names, device, parts=True)
-    model.set_memory_statistics(probs, distances, names)
+    standardise_memory(model, val_features, val_masks, val, device)
     summary = {"images": int(len(normal)), "views": len(views), "augment": model.memory_augment,
                "patches": int(model.memory_bank.shape[0]),
                "val_normals": int(len(val_normal)), "weight": model.memory_weight,
@@ -1043,6 +1063,36 @@ def build_normal_memory(model: UniADC, features: list[torch.Tensor], masks: torc
                 "standardised on %d validation normals", summary["patches"], summary["images"], len(views),
                 model.memory_augment, model.memory_weight, summary["val_normals"])
     return summary
+
+
+def _validation_normals(val_masks: torch.Tensor | None) -> np.ndarray:
+    val_normal = np.zeros(0, dtype=int) if val_masks is None else np.flatnonzero(
+        ~(val_masks.flatten(1) > 0).any(1).numpy())
+    if len(val_normal) == 0:
+        raise ValueError("normal_memory standardises its maps on the validation normals, and validation holds "
+                         "none. Add `val` normal rows to the split, or set train_uniadc.model.normal_memory.weight: 0")
+    return val_normal
+
+
+@torch.no_grad()
+def standardise_memory(model: UniADC, val_features: list[torch.Tensor], val_masks: torch.Tensor, val: SampleSet,
+                       device: torch.device) -> None:
+    """The fusion's statistics of p (as smoothed now) and d, from the validation normals."""
+    val_normal = _validation_normals(val_masks)
+    names = [val.categories[i] for i in val_normal]
+    probs, _, distances = score_cached(model, [f[val_normal] for f in val_features], names, device, parts=True)
+    model.set_memory_statistics(probs, distances, names)
+
+
+def set_map_smoothing(model: UniADC, sigma: float, val: SampleSet, device: torch.device) -> dict[str, Any]:
+    """The fitted model with another ``smoothing_sigma`` (training does not depend on it): the normal memory's
+    statistics and the thresholds recomputed on validation as ``fit_uniadc`` does; returns the thresholds."""
+    model.set_smoothing(sigma)
+    val_features = cache_features(model, val.images, 16, device, "val features")
+    val_masks = _masks_tensor(val.masks, model.resolution)
+    if model.memory_bank.shape[0]:
+        standardise_memory(model, val_features, val_masks, val, device)
+    return calibrate_thresholds(model, val_features, val, val_masks, device)
 
 
 def rebuild_normal_memory(model: UniADC, augment: str, train: SampleSet, val: SampleSet, device: torch.device,

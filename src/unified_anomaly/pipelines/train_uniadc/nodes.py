@@ -308,6 +308,7 @@ def train_uniadc(
         "validation": validation,
         "normal_memory": _memory_tag(history.get("normal_memory")),
         "defect_memory": _defect_tag(history.get("defect_memory")),
+        "map_smoothing": f"sigma {model.smoothing_sigma:g}" if model.smoothing_sigma else "off",
     }
     info = {
         "tags": tags,

@@ -890,7 +890,8 @@ def score_cached(model: UniADC, features: list[torch.Tensor], categories: list[s
     """(anomaly maps N×R×R, global argmax classes N×R×R) at ``resolution`` from cached features: the sigmoid
     detection map (smoothed unless ``smooth`` is False), fused with the normal memory when it is active.
     ``parts``: (discriminator probabilities, argmax, memory distances) instead, unfused (distances None without
-    a memory bank)."""
+    a memory bank). The argmax is the discriminator's: only checkpoint selection reads it, and the defect memory
+    (``predict``'s class logits) is built after selection."""
     model.eval()
     size = (model.resolution, model.resolution)
     with_memory = model.memory_bank.shape[0] > 0 and (parts or model.memory_active)
@@ -900,7 +901,7 @@ def score_cached(model: UniADC, features: list[torch.Tensor], categories: list[s
         names = categories[start : start + batch_size]
         classes = model.class_mask(names, len(feats[0]), device)
         detection, logits = model.head(feats, size, classes)
-        logits = model.classify_logits(logits.masked_fill(~classes[:, :, None, None], -1e4), feats, size, classes)
+        logits = logits.masked_fill(~classes[:, :, None, None], -1e4)
         p = model.smooth(torch.sigmoid(detection)) if smooth else torch.sigmoid(detection)
         if with_memory:
             d = model.memory_distance(feats, names, size)

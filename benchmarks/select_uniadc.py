@@ -26,6 +26,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,9 @@ CANDIDATES: dict[str, dict] = {
     "val_support": {"train_uniadc.training.validation": "support"},
 }
 KEYS = ("image_AUROC", "pixel_AUROC", "image_ClassAcc", "image_ClassAcc_valthr", "image_ClassAcc_anomalous")
+# what a variant records (None where it does not apply)
+VARIANT_FIELDS = ("memory_weight", "memory_augment", "memory_classify_on", "defect_source", "defect_weight",
+                  "defect_classify_on", "smoothing_sigma")
 
 
 def parse_candidates(names: str) -> dict[str, dict]:
@@ -136,28 +141,10 @@ def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, 
     model, history, summary, fit_s, val, train = fit_setting(store, cache[synth_key], params)
     rows = selection_rows(store, setting, ka)
     labels = store.labels(rows)
-    # (key suffix, normal-memory weight, views, defect memory (source, weight), smoothing σ)
-    variants: list[tuple[str, float | None, str | None, tuple[str, float] | None, float | None]] = (
-        [(f"+mem{w:g}", w, None, None, None) for w in memory_weights] if memory_weights else
-        [(f"+aug{a}", model.memory_weight, a, None, None) for a in memory_augments] if memory_augments else
-        [(f"+def{source}{w:g}" + (f"+{classify_on}" if classify_on else ""), None, None, (source, w), None)
-         for source, w in defect_variants] if defect_variants else
-        [(f"+sm{sigma:g}", None, None, None, sigma) for sigma in smoothings] if smoothings else
-        [("", None, None, None, None)])
     entries = {}
-    for suffix, weight, augment, defect, sigma in variants:
-        if sigma is not None:
-            threshold = set_map_smoothing(model, sigma, val, device)["pixel_threshold"]
-        elif defect is not None:  # classes only: the maps and thresholds stay those of the fit
-            rebuild_defect_memory(model, defect[0], train, device, weight=defect[1])
-            threshold = (reweight_memory(model, model.memory_weight, val, device, classify_on) if classify_on
-                         else history["pixel_threshold"])
-        elif augment is not None:
-            threshold = rebuild_normal_memory(model, augment, train, val, device, params["seed"])["pixel_threshold"]
-        elif weight is None:
-            threshold = history["pixel_threshold"]
-        else:  # `+mem<w>` rows classify on the fused map whatever conf says: the derived `+disc` rows rest on that
-            threshold = reweight_memory(model, weight, val, device, classify_on="fused")
+    for suffix, apply, record in _variants(model, history, train, val, device, params["seed"], memory_weights,
+                                           memory_augments, defect_variants, classify_on, smoothings):
+        threshold = apply()
         probs, argmax, scores, class_sources = predict_rows(model, store, rows, device, desc="UniADC selection set")
         metrics = evaluate(probs, argmax, scores, store, rows, threshold, class_sources)
         entries[suffix] = {
@@ -165,11 +152,33 @@ def run_candidate(store, key: str, overrides: dict, epochs: int | None, device, 
             "iterations": params["training"]["epochs"] * params["training"]["steps_per_epoch"],
             "epsilon": float(model.epsilon.detach()), "selection_normals": int((labels == 0).sum()),
             "selection_anomalies": int(labels.sum()), "overrides": overrides,
-            "memory_weight": None if augment is not None else weight, "memory_augment": augment,
-            "memory_classify_on": model.memory_classify_on if augment is not None else None,
-            "defect_source": defect[0] if defect else None, "defect_weight": defect[1] if defect else None,
-            "defect_classify_on": model.memory_classify_on if defect else None, "smoothing_sigma": sigma}
+            **dict.fromkeys(VARIANT_FIELDS), **record}
     return entries
+
+
+def _variants(model, history, train, val, device, seed, memory_weights, memory_augments, defect_variants,
+              classify_on, smoothings) -> list[tuple[str, Callable[[], float], dict]]:
+    """(key suffix, set the fitted model up and return its pixel threshold, what the entry records) per variant."""
+    if memory_weights:  # `+mem<w>` rows classify on the fused map whatever conf says: the `+disc` rows rest on it
+        return [(f"+mem{w:g}", partial(reweight_memory, model, w, val, device, classify_on="fused"),
+                 {"memory_weight": w}) for w in memory_weights]
+    if memory_augments:
+        return [(f"+aug{a}", lambda a=a: rebuild_normal_memory(model, a, train, val, device, seed)["pixel_threshold"],
+                 {"memory_augment": a, "memory_classify_on": model.memory_classify_on}) for a in memory_augments]
+    if defect_variants:
+        def with_defect(source: str, weight: float) -> float:  # classes only: the maps stay those of the fit
+            rebuild_defect_memory(model, source, train, device, weight=weight)
+            return (reweight_memory(model, model.memory_weight, val, device, classify_on) if classify_on
+                    else history["pixel_threshold"])
+
+        return [(f"+def{source}{w:g}" + (f"+{classify_on}" if classify_on else ""), partial(with_defect, source, w),
+                 {"defect_source": source, "defect_weight": w,
+                  "defect_classify_on": classify_on or model.memory_classify_on})
+                for source, w in defect_variants]
+    if smoothings:
+        return [(f"+sm{sigma:g}", lambda sigma=sigma: set_map_smoothing(model, sigma, val, device)["pixel_threshold"],
+                 {"smoothing_sigma": sigma}) for sigma in smoothings]
+    return [("", lambda: history["pixel_threshold"], {})]
 
 
 def score(entry: dict) -> float:
